@@ -1,0 +1,157 @@
+"""Command-line conventions shared by every package.
+
+- :class:`ArgumentParser` adds the common options (``--device --seed --out --resume --amp
+  --workers --batch-size --epochs``), named presets (``--preset paper|small|demo``) whose values
+  fill every option the user did not give, and one-line usage errors with exit code 2.
+- :func:`main` wraps a console-script entry point: a :class:`~shared.errors.UserError` or a
+  missing file becomes one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from shared import distributed
+from shared.checkpoint import latest, save_json
+from shared.errors import UserError
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: X)`` only where there is a meaningful default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's common options, presets and one-line errors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self._presets: dict[str, dict[str, Any]] = {}
+
+    def add_common_args(self, *, out_help: str | None = None) -> None:
+        """Add ``--device --seed --out --resume --amp --workers --batch-size --epochs``.
+
+        ``--batch-size`` and ``--epochs`` default to None: a preset fills them.
+        """
+        group = self.add_argument_group("common options")
+        group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+        group.add_argument("--seed", type=int, default=0, help="random seed (python, numpy, torch, data order)")
+        group.add_argument(
+            "--out", type=Path, default=None, help=out_help or "output folder (default: runs/<package>/<timestamp>)"
+        )
+        group.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue from the latest checkpoint in --out (newest run if no --out)",
+        )
+        group.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+        group.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+        group.add_argument("--batch-size", type=int, default=None, help="batch size per process")
+        group.add_argument("--epochs", type=int, default=None, help="training epochs")
+
+    def set_presets(self, presets: Mapping[str, Mapping[str, Any]], default: str) -> None:
+        """Add ``--preset``: each named preset gives defaults for options left unset (None).
+
+        The help of every option a preset sets lists the preset values.
+        """
+        if default not in presets:
+            raise ValueError(f"default preset {default!r} is not among {sorted(presets)}")
+        self._presets = {name: dict(values) for name, values in presets.items()}
+        dests = {action.dest: action for action in self._actions}
+        for values in self._presets.values():
+            unknown = set(values) - set(dests)
+            if unknown:
+                raise ValueError(f"preset sets unknown option(s) {sorted(unknown)}")
+        for dest in sorted({key for values in self._presets.values() for key in values}):
+            action = dests[dest]
+            action.default = None
+            by_preset = ", ".join(f"{name}={values[dest]}" for name, values in self._presets.items() if dest in values)
+            action.help = f"{action.help or ''} (by preset: {by_preset})".strip()
+        self.add_argument("--preset", choices=sorted(self._presets), default=default, help="named set of defaults")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        parsed = super().parse_args(args, namespace)
+        for dest, value in self._presets.get(getattr(parsed, "preset", None), {}).items():
+            if getattr(parsed, dest) is None:
+                setattr(parsed, dest, value)
+        return parsed
+
+    def error(self, message: str) -> None:  # one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def run_dir(out: Path | None, package: str, resume: bool) -> Path:
+    """The output folder of a run, checked so that nothing already written is lost.
+
+    - no ``--out``: a new ``runs/<package>/<timestamp>``, or with ``--resume`` the newest run there
+      that holds a checkpoint;
+    - ``--out`` holding a finished or started run without ``--resume``: refused;
+    - ``--resume`` where there is no checkpoint: refused.
+    """
+    if out is None:
+        root = Path("runs") / package
+        if resume:
+            runs = sorted(p for p in root.glob("*") if latest(p) is not None) if root.is_dir() else []
+            if not runs:
+                raise UserError(f"--resume: no run with a checkpoint under {root}; pass --out RUN_FOLDER")
+            return runs[-1]
+        out = root / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(out)
+    if resume:
+        if latest(out) is None:
+            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start it")
+    elif latest(out) is not None or (out / "results.json").exists():
+        raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    if distributed.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_config(out: Path, args: argparse.Namespace, **extra: Any) -> None:
+    """Write ``config.json`` (all options plus ``extra``) on the main process."""
+    if distributed.is_main_process():
+        save_json(out / "config.json", {**vars(args), **extra})
+
+
+def main(entry: Callable[[Sequence[str] | None], int | None]) -> Callable[[Sequence[str] | None], int]:
+    """Wrap a console-script entry point: user errors become one line on stderr and exit code 2.
+
+    The process group (under torchrun) is left cleanly whatever happens.
+    """
+
+    @functools.wraps(entry)
+    def wrapper(argv: Sequence[str] | None = None) -> int:
+        prog = os.path.basename(sys.argv[0]) or entry.__name__
+        try:
+            return int(entry(argv) or 0)
+        except UserError as exc:
+            return _fail(prog, str(exc))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+            if exc.filename is None:
+                raise
+            return _fail(prog, f"{exc.strerror or type(exc).__name__}: {exc.filename}")
+        except KeyboardInterrupt:
+            return _fail(prog, "interrupted", code=130)
+        finally:
+            distributed.shutdown()
+
+    return wrapper
+
+
+def _fail(prog: str, message: str, code: int = 2) -> int:
+    rank = "" if distributed.is_main_process() else f"[rank {distributed.get_rank()}] "
+    line = " ".join(message.split())
+    print(f"{rank}{prog}: error: {line}", file=sys.stderr, flush=True)
+    return code

@@ -1,0 +1,122 @@
+import subprocess
+import sys
+
+import pytest
+
+from shared import cli
+from shared.checkpoint import checkpoint_path, save_checkpoint
+from shared.errors import UserError, require_path
+
+PRESETS = {"demo": {"epochs": 3, "batch_size": 8}, "paper": {"epochs": 300, "batch_size": 1024}}
+
+
+def _parser():
+    parser = cli.ArgumentParser(prog="toy-train")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate")
+    parser.add_common_args()
+    parser.set_presets({**PRESETS, "paper": {**PRESETS["paper"], "lr": 0.1}}, default="demo")
+    return parser
+
+
+def test_presets_fill_only_what_the_user_left_unset():
+    args = _parser().parse_args([])
+    assert (args.preset, args.epochs, args.batch_size, args.lr) == ("demo", 3, 8, None)
+    args = _parser().parse_args(["--preset", "paper", "--epochs", "5"])
+    assert (args.epochs, args.batch_size, args.lr) == (5, 1024, 0.1)
+    assert (args.device, args.seed, args.workers, args.amp, args.resume) == ("auto", 0, 0, False, False)
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("--device", "--seed", "--out", "--resume", "--amp", "--workers", "--batch-size", "--epochs"):
+        assert expected in text
+    assert "by preset: demo=3, paper=300" in text
+    assert "(default: auto)" in text and "(default: None)" not in text
+
+
+def test_usage_error_is_one_line_and_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["--preset", "huge"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid choice: 'huge'" in err
+
+
+def test_preset_naming_an_unknown_option_is_a_bug():
+    parser = cli.ArgumentParser()
+    parser.add_common_args()
+    with pytest.raises(ValueError, match="unknown option"):
+        parser.set_presets({"demo": {"epochz": 3}}, default="demo")
+
+
+@cli.main
+def _open_data(argv):
+    with open(argv[0]) as handle:
+        handle.read()
+
+
+@cli.main
+def _check_data(argv):
+    require_path(argv[0], "dataset folder", kind="dir")
+
+
+def test_main_turns_a_missing_path_into_one_line_and_exit_code_2(tmp_path, capsys):
+    missing = tmp_path / "no-such-file.csv"
+    assert _open_data([str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err and "Traceback" not in err
+    assert _check_data([str(missing)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"error: dataset folder not found: {missing}")
+    assert _open_data([__file__]) == 0
+
+
+def test_main_in_a_real_process_prints_no_traceback(tmp_path):
+    code = (
+        "import sys\nfrom shared.cli import main\nfrom shared.checkpoint import load_checkpoint\n"
+        "sys.exit(main(lambda argv: load_checkpoint(sys.argv[1]))())"
+    )
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    result = subprocess.run([sys.executable, "-c", code, str(bad)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "corrupt or truncated" in result.stderr and str(bad) in result.stderr
+
+
+def test_main_lets_bugs_raise():
+    @cli.main
+    def buggy(argv):
+        raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        buggy([])
+
+
+def test_run_dir_never_overwrites_a_run(tmp_path, monkeypatch):
+    out = cli.run_dir(tmp_path / "run", "toy", resume=False)
+    assert out.is_dir()
+    with pytest.raises(UserError, match="no checkpoint"):
+        cli.run_dir(out, "toy", resume=True)
+    save_checkpoint(checkpoint_path(out, 1), {"step": 1})
+    with pytest.raises(UserError, match="already holds a run: pass --resume"):
+        cli.run_dir(out, "toy", resume=False)
+    assert cli.run_dir(out, "toy", resume=True) == out
+
+
+def test_run_dir_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="no run with a checkpoint"):
+        cli.run_dir(None, "toy", resume=True)
+    out = cli.run_dir(None, "toy", resume=False)
+    assert out.parent == tmp_path / "runs" / "toy" or out.parent.resolve() == (tmp_path / "runs" / "toy").resolve()
+    save_checkpoint(checkpoint_path(out, 2), {})
+    assert cli.run_dir(None, "toy", resume=True) == out
+
+
+def test_write_config(tmp_path):
+    args = _parser().parse_args(["--out", str(tmp_path)])
+    cli.write_config(tmp_path, args, version="1")
+    text = (tmp_path / "config.json").read_text()
+    assert '"epochs": 3' in text and '"version": "1"' in text
