@@ -144,9 +144,16 @@ def build(session: nox.Session) -> None:
         python = str(venv / "bin" / "python")
         wheels = {str(shared_wheel), str(_one(dist / name, "*.whl"))}
         session.run("uv", "pip", "install", "--quiet", "--python", python, *CONSTRAINTS, *sorted(wheels))
-        session.run(
-            python, "-I", "-c", f"import {name}; print('{name}', {name}.__version__, 'imports from', {name}.__file__)"
-        )
+        session.run(python, "-I", "-c", IMPORT_EVERY_MODULE.format(name=name), external=True)
+
+
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, {name} as top
+names = [m.name for m in pkgutil.walk_packages(top.__path__, "{name}.")]
+for module in names:
+    importlib.import_module(module)
+print("{name}", top.__version__, "and", len(names), "modules import from", top.__file__)
+"""
 
 
 def _one(folder: Path, pattern: str) -> Path:

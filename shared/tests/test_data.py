@@ -89,6 +89,8 @@ def test_loader_shards_across_ranks(monkeypatch):
         seen.append([v for batch in _batches(data.make_loader(dataset, 4, shuffle=True, seed=0), 0) for v in batch])
     assert len(seen[0]) == len(seen[1]) == 8
     assert sorted(seen[0] + seen[1]) == list(range(16))
+    whole = data.make_loader(dataset, 4, shuffle=False, shard=False)  # still RANK=1 of 2
+    assert [v for batch in _batches(whole, 0) for v in batch] == list(range(16))
 
 
 def test_bad_loader_options():

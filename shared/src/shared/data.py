@@ -71,19 +71,24 @@ def make_loader(
     drop_last: bool = False,
     device: torch.device | None = None,
     collate_fn=None,
+    shard: bool = True,
 ) -> DataLoader:
     """A DataLoader whose order depends only on ``(seed, epoch)``, in one process or under torchrun.
 
     Each process reads its own shard through a :class:`DistributedSampler` (one shard of one in a
     single process), so a run resumed at an epoch boundary sees the same batches. Call
     :func:`set_epoch` before every epoch. ``batch_size`` is per process. Memory is pinned for CUDA.
+    A sharded loader pads the last shard with repeated samples under torchrun (unless
+    ``drop_last``); ``shard=False`` gives every process the whole dataset, e.g. for an exact
+    evaluation on the main process.
     """
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
     if workers < 0:
         raise UserError(f"--workers must be >= 0, got {workers}")
+    replicas, rank = (get_world_size(), get_rank()) if shard else (1, 0)
     sampler = DistributedSampler(
-        dataset, num_replicas=get_world_size(), rank=get_rank(), shuffle=shuffle, seed=seed, drop_last=drop_last
+        dataset, num_replicas=replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
     )
     if collate_fn is None and hasattr(dataset, "__getitems__"):
         collate_fn = _pass_through
