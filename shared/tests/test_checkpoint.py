@@ -158,3 +158,14 @@ def test_non_main_rank_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     assert save_checkpoint(tmp_path / "x.pt", {"a": 1}) is None
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_allowed_globals_admit_a_foreign_plain_class_only(tmp_path):
+    import argparse
+
+    path = tmp_path / "timm.pth.tar"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(UserError, match=r"pickled object \(argparse.Namespace\)"):
+        load_checkpoint(path)
+    loaded = load_checkpoint(path, allowed_globals=[argparse.Namespace])
+    assert loaded["args"].lr == 0.1 and torch.equal(loaded["state_dict"]["w"], torch.ones(1))

@@ -14,7 +14,7 @@ import random
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,20 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path | No
     return atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; bad files raise a one-line :class:`UserError`."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", allowed_globals: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; bad files raise a one-line :class:`UserError`.
+
+    ``allowed_globals`` names extra plain-data classes a foreign format stores (e.g. the
+    ``argparse.Namespace`` in timm's training checkpoints); nothing else is unpickled.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if found:

@@ -1,0 +1,165 @@
+"""ImageNet-style data for iFormer: the ImageFolder reader (timm's split names), and the embedded
+digits written as a real ImageFolder tree and read back through it. Transforms: :mod:`iformer.transforms`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.datasets import ImageFolder
+
+from iformer.transforms import IMAGENET_MEAN, IMAGENET_STD, check_in_chans
+from shared.data import load_digits
+from shared.errors import UserError, require_path
+
+TRAIN_SPLITS = ("train", "training")
+EVAL_SPLITS = ("validation", "val", "valid", "eval", "evaluation")
+
+_DIGITS_MARKER = "COMPLETE"
+
+
+def find_split(root: Path, split: str) -> Path:
+    """The split's folder under ``root``: the first of :data:`TRAIN_SPLITS` or :data:`EVAL_SPLITS` that exists.
+
+    ``split`` is ``"train"`` or ``"eval"`` (timm's split search).
+    """
+    names = {"train": TRAIN_SPLITS, "eval": EVAL_SPLITS}.get(split)
+    if names is None:
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    root = require_path(root, "dataset folder", kind="dir")
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise UserError(f"no {split} split in {root}: expected a sub-folder named one of {', '.join(names)}")
+
+
+def _load_rgb(path: str) -> Image.Image:
+    """ImageFolder's loader, with a file PIL cannot read reported as a UserError naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UserError(f"cannot read image {path} ({reason}): delete or replace the file") from exc
+
+
+def image_folder(root: Path, transform: Callable | None = None) -> ImageFolder:
+    """The ImageFolder tree ``<root>/<class>/<image>``, checked, with unreadable images reported by name."""
+    root = require_path(root, "image folder", kind="dir")
+    try:
+        return ImageFolder(str(root), transform=transform, loader=_load_rgb)
+    except FileNotFoundError as exc:
+        reason = " ".join(str(exc).split())
+        raise UserError(
+            f"{root} is not an ImageFolder tree <root>/<class>/<image> ({reason}): "
+            "point at a folder holding one sub-folder of images per class"
+        ) from exc
+
+
+def write_digits_image_folder(root: Path, size: int = 32) -> Path:
+    """Write the embedded UCI digits as ``root/{train,val}/<class>/<index>.png`` (8-bit grayscale), once.
+
+    The split is :func:`shared.data.load_digits`'s (1,442 train / 355 val). The tree is written in a temporary
+    sibling folder and renamed into place, with a marker file naming its size, so an interrupted write never
+    looks complete; a complete tree of the same size is reused.
+    """
+    if size < 1:
+        raise UserError(f"digits image size must be at least 1, got {size}")
+    root = Path(root)
+    stamp = f"uci-digits {size}x{size}\n"
+    if _digits_tree_matches(root, stamp):
+        return root
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+    try:
+        digits = load_digits(size=size)
+        for split, images, labels in (("train", digits.x_train, digits.y_train), ("val", digits.x_test, digits.y_test)):
+            pixels = (images[:, 0] * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+            for label in range(digits.num_classes):
+                (partial / split / str(label)).mkdir(parents=True)
+            for index, (image, label) in enumerate(zip(pixels, labels.tolist(), strict=True)):
+                Image.fromarray(image).save(partial / split / str(label) / f"{index:04d}.png")
+        (partial / _DIGITS_MARKER).write_text(stamp)
+        try:
+            os.replace(partial, root)
+        except OSError:
+            if not _digits_tree_matches(root, stamp):  # not another process's identical tree
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return root
+
+
+def _digits_tree_matches(root: Path, stamp: str) -> bool:
+    """Whether ``root`` holds a complete digits tree written with ``stamp``; UserError for anything else there."""
+    marker = root / _DIGITS_MARKER
+    if marker.is_file():
+        if marker.read_text() == stamp:
+            return True
+        raise UserError(f"{root} holds digits of another size ({marker.read_text().strip()}): choose another folder")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise UserError(
+            f"{root} exists but is not a complete digits ImageFolder tree: remove it or choose another folder"
+        )
+    return False
+
+
+def load_image_folder_tensors(root: Path, img_size: int, in_chans: int) -> tuple[Tensor, Tensor, list[str]]:
+    """A small ImageFolder read once into memory through :func:`image_folder`.
+
+    Returns images (N, in_chans, img_size, img_size) float in [0, 1] (bilinear resize where the size
+    differs; grayscale replicated for 3 channels, RGB converted to L for 1), labels int64 (N,) and the
+    class names.
+    """
+    check_in_chans(in_chans)
+    dataset = image_folder(root)
+    mode = "L" if in_chans == 1 else "RGB"
+    arrays = []
+    for path, _ in dataset.samples:
+        img = dataset.loader(path).convert(mode)
+        if img.size != (img_size, img_size):
+            img = img.resize((img_size, img_size), Image.Resampling.BILINEAR)
+        arrays.append(np.asarray(img, dtype=np.uint8))
+    pixels = torch.from_numpy(np.stack(arrays)).reshape(len(arrays), img_size, img_size, in_chans)
+    images = pixels.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    return images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes)
+
+
+def digits_cache_root() -> Path:
+    """Where the embedded digits ImageFolder tree is kept: ``$XDG_CACHE_HOME/reprozoo/iformer/digits``."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "reprozoo" / "iformer" / "digits"
+
+
+def digits_loaders(img_size: int, batch_size: int, seed: int, device: torch.device):
+    """The embedded default: digits written as an ImageFolder tree and read back by the real reader.
+
+    Returns ``(train_loader, eval_loader, num_classes, prepare)``; the tensors stay in memory and
+    ``prepare`` normalises a batch on the device with the ImageNet statistics.
+    """
+    from shared.data import TensorBatchDataset, make_loader
+    from shared.distributed import barrier, is_main_process
+
+    root = digits_cache_root() / f"size-{img_size}"
+    if is_main_process():
+        write_digits_image_folder(root, size=img_size)
+    barrier()
+    loaders, classes = [], []
+    for split, shuffle in (("train", True), ("eval", False)):
+        images, labels, classes = load_image_folder_tensors(find_split(root, split), img_size, in_chans=3)
+        loaders.append(
+            make_loader(TensorBatchDataset(images, labels), batch_size, shuffle=shuffle, seed=seed, device=device)
+        )
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return loaders[0], loaders[1], len(classes), lambda x: (x - mean) / std
