@@ -123,6 +123,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     cases.append((cli.train, ["--model", "iformer_tiny"], "invalid choice"))
     cases.append((cli.train, ["--epochs", "0", "--out", tmp_path / "r3"], "--epochs must be >= 1"))
     cases.append((cli.bench, ["--modes", "fast"], "--modes"))
+    cases.append((cli.bench, ["--img-size", "200"], "--img-size 200: input size 200x200 is not supported"))
     for command, argv, expected in cases:
         code, err = run(command, argv, capsys)
         assert code == 2, (argv, err)

@@ -176,6 +176,8 @@ def train(argv: Sequence[str] | None = None) -> dict:
     device = resolve_device(args.device)
     distributed.init_distributed(device)
     out = cli.run_dir(args.out, "iformer", args.resume)
+    # Each rank draws its own augmentations and drop-path masks (as timm seeds seed + rank); DDP
+    # broadcasts rank 0's initial weights, so the model starts identical everywhere.
     seed_everything(args.seed + distributed.get_rank())
     log = get_logger()
     if args.data is None:
@@ -184,7 +186,6 @@ def train(argv: Sequence[str] | None = None) -> dict:
         )
     else:
         train_loader, eval_loader, num_classes, prepare = _folder_loaders(args, device)
-    seed_everything(args.seed)  # identical initial weights on every rank
     model = _build_model(args.model, num_classes, args.img_size, args.drop_path)
     if args.weights is not None and not args.resume:
         load_weights(model, args.weights, new_head=True)
@@ -346,9 +347,10 @@ def bench(argv: Sequence[str] | None = None) -> None:
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     if not modes or set(modes) - {"inference", "train"}:
         raise UserError(f"--modes {args.modes!r}: use inference, train or both")
-    if min(args.batch_size, args.rounds, args.iters) < 1:
-        raise UserError("--batch-size, --rounds and --iters must be >= 1")
-    create_model(args.model, img_size=args.img_size).check_input_size(args.img_size, args.img_size)
+    if min(args.batch_size, args.rounds, args.iters, args.threads or 1) < 1:
+        raise UserError("--batch-size, --rounds, --iters and --threads must be >= 1")
+    with torch.device("meta"):  # checks --img-size without allocating weights
+        _build_model(args.model, 1000, args.img_size)
     result = benchmark(
         args.model,
         batch_size=args.batch_size,
