@@ -120,3 +120,24 @@ def test_write_config(tmp_path):
     cli.write_config(tmp_path, args, version="1")
     text = (tmp_path / "config.json").read_text()
     assert '"epochs": 3' in text and '"version": "1"' in text
+
+
+def test_run_command_dispatches_and_console_script_exits(capsys, monkeypatch):
+    seen = []
+    commands = {"train": lambda argv: seen.append(list(argv)) or {"done": True}, "fail": _check_data}
+    assert cli.run_command(commands, ["train", "--epochs", "2"]) == 0 and seen == [["--epochs", "2"]]
+    assert cli.run_command(commands, ["fail", "/no/such/folder"]) == 2
+    assert "dataset folder not found: /no/such/folder" in capsys.readouterr().err
+    assert cli.run_command(commands, ["predict"]) == 2
+    assert "{train,fail}" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["toy-train", "/no/such/folder"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.console_script(lambda argv: _check_data(argv if argv is not None else sys.argv[1:]))()
+    assert exit_info.value.code == 2
+
+
+def test_main_returns_argparse_exit_codes(capsys):
+    wrapped = cli.main(lambda argv: _parser().parse_args(argv))
+    assert wrapped(["--help"]) == 0
+    assert wrapped(["--epochs", "many"]) == 2
+    assert "invalid int value: 'many'" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from PIL import Image
 
 from iformer import cli, create_model
 from shared.checkpoint import load_checkpoint
+from shared.cli import main
 from shared.logging import read_metrics
 
 FAST = ["--img-size", "16", "--quiet"]
@@ -22,12 +23,8 @@ def train(*argv):
 
 
 def run(command, argv, capsys):
-    """Run a console script in-process through the same wrapper; returns (exit code, stderr)."""
-    try:
-        code = cli._run(command, [str(a) for a in argv])
-    except SystemExit as exc:  # argparse's usage errors
-        code = exc.code
-    return code, capsys.readouterr().err
+    """A console script in-process through the same wrapper: (exit code, stderr)."""
+    return main(command)([str(a) for a in argv]), capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

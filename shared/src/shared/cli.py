@@ -125,17 +125,19 @@ def write_config(out: Path, args: argparse.Namespace, **extra: Any) -> None:
         save_json(out / "config.json", {**vars(args), **extra})
 
 
-def main(entry: Callable[[Sequence[str] | None], int | None]) -> Callable[[Sequence[str] | None], int]:
-    """Wrap a console-script entry point: user errors become one line on stderr and exit code 2.
+def main(entry: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[str] | None], int]:
+    """Wrap a command ``entry(argv)``: user errors become one line on stderr and exit code 2.
 
-    The process group (under torchrun) is left cleanly whatever happens.
+    The wrapped function returns the exit code: ``entry``'s result when it is an int, else 0 (argparse's
+    exits give theirs). The process group (under torchrun) is left cleanly whatever happens.
     """
 
     @functools.wraps(entry)
     def wrapper(argv: Sequence[str] | None = None) -> int:
         prog = os.path.basename(sys.argv[0]) or entry.__name__
         try:
-            return int(entry(argv) or 0)
+            result = entry(argv)
+            return result if isinstance(result, int) and not isinstance(result, bool) else 0
         except UserError as exc:
             return _fail(prog, str(exc))
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
@@ -144,10 +146,29 @@ def main(entry: Callable[[Sequence[str] | None], int | None]) -> Callable[[Seque
             return _fail(prog, f"{exc.strerror or type(exc).__name__}: {exc.filename}")
         except KeyboardInterrupt:
             return _fail(prog, "interrupted", code=130)
+        except SystemExit as exc:  # argparse's --help and usage errors: their exit code, already printed
+            return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         finally:
             distributed.shutdown()
 
     return wrapper
+
+
+def console_script(command: Callable[[Sequence[str] | None], Any]) -> Callable[[], None]:
+    """A ``[project.scripts]`` entry point running ``command`` on ``sys.argv`` through :func:`main`."""
+    wrapped = main(command)
+    return lambda: sys.exit(wrapped(None))
+
+
+def run_command(
+    commands: Mapping[str, Callable[[Sequence[str] | None], Any]], argv: Sequence[str] | None = None
+) -> int:
+    """``python -m <package>.cli COMMAND [options]``: the form torchrun launches."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in commands:
+        print(f"usage: {os.path.basename(sys.argv[0])} {{{','.join(commands)}}} [options]", file=sys.stderr)
+        return 2
+    return main(commands[argv[0]])(argv[1:])
 
 
 def _fail(prog: str, message: str, code: int = 2) -> int:

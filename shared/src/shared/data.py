@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,12 @@ class EmbeddedSplit:
 
     def test_dataset(self) -> TensorBatchDataset:
         return TensorBatchDataset(self.x_test, self.y_test)
+
+
+def cache_dir(*parts: str) -> Path:
+    """A folder under ``$XDG_CACHE_HOME/reprozoo`` (default ``~/.cache/reprozoo``) for data written once."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base.joinpath("reprozoo", *parts)
 
 
 def _wheel_file(module: str, relative: str, extra: str = "data") -> Path:

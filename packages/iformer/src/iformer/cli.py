@@ -400,51 +400,19 @@ def info(argv: Sequence[str] | None = None) -> None:
             print(key, tuple(value.shape))
 
 
-def _repro(argv: Sequence[str] | None = None) -> None:
-    from iformer.repro import repro
+def repro(argv: Sequence[str] | None = None) -> dict:
+    """``iformer-repro`` (imported on use: it pulls in the benchmark helpers)."""
+    from iformer.repro import repro as run_repro
 
-    repro(argv)
-
-
-COMMANDS = {"train": train, "eval": evaluate_weights, "bench": bench, "info": info, "repro": _repro}
+    return run_repro(argv)
 
 
-def _run(command, argv: Sequence[str] | None) -> int:
-    @cli.main
-    def run(rest: Sequence[str] | None) -> None:
-        command(rest)
-
-    return run(argv)
-
-
-def train_main() -> None:
-    sys.exit(_run(train, None))
-
-
-def eval_main() -> None:
-    sys.exit(_run(evaluate_weights, None))
-
-
-def bench_main() -> None:
-    sys.exit(_run(bench, None))
-
-
-def info_main() -> None:
-    sys.exit(_run(info, None))
-
-
-def repro_main() -> None:
-    sys.exit(_run(_repro, None))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m iformer.cli COMMAND ...`` (the form torchrun launches)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m iformer.cli {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
-        return 2
-    return _run(COMMANDS[argv[0]], argv[1:])
-
+COMMANDS = {"train": train, "eval": evaluate_weights, "bench": bench, "info": info, "repro": repro}
+train_main = cli.console_script(train)
+eval_main = cli.console_script(evaluate_weights)
+bench_main = cli.console_script(bench)
+info_main = cli.console_script(info)
+repro_main = cli.console_script(repro)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_command(COMMANDS))

@@ -17,7 +17,7 @@ from torch import Tensor
 from torchvision.datasets import ImageFolder
 
 from iformer.transforms import IMAGENET_MEAN, IMAGENET_STD, check_in_chans
-from shared.data import load_digits
+from shared.data import cache_dir, load_digits
 from shared.errors import UserError, require_path
 
 TRAIN_SPLITS = ("train", "training")
@@ -135,12 +135,6 @@ def load_image_folder_tensors(root: Path, img_size: int, in_chans: int) -> tuple
     return images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes)
 
 
-def digits_cache_root() -> Path:
-    """Where the embedded digits ImageFolder tree is kept: ``$XDG_CACHE_HOME/reprozoo/iformer/digits``."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "reprozoo" / "iformer" / "digits"
-
-
 def digits_loaders(img_size: int, batch_size: int, seed: int, device: torch.device):
     """The embedded default: digits written as an ImageFolder tree and read back by the real reader.
 
@@ -150,7 +144,7 @@ def digits_loaders(img_size: int, batch_size: int, seed: int, device: torch.devi
     from shared.data import TensorBatchDataset, make_loader
     from shared.distributed import barrier, is_main_process
 
-    root = digits_cache_root() / f"size-{img_size}"
+    root = cache_dir("iformer", "digits", f"size-{img_size}")
     if is_main_process():
         write_digits_image_folder(root, size=img_size)
     barrier()

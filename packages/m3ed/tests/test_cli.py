@@ -1,0 +1,140 @@
+"""The console scripts end to end on the synthetic release: train, resume, eval, stats, torchrun, bad input."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from m3ed import cli
+from m3ed.release import M3EDRelease, release_stats
+from m3ed.synthetic import SyntheticConfig, make_synthetic_release
+from shared.checkpoint import load_checkpoint
+from shared.cli import main
+from shared.logging import read_metrics
+
+FAST = ["--epochs", "2", "--quiet"]
+
+
+def run(command, argv, capsys):
+    """A console script in-process through the same wrapper: (exit code, stderr)."""
+    return main(command)([str(a) for a in argv]), capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "mdi"
+    return out, cli.train(["--out", str(out), *FAST])
+
+
+def test_train_writes_a_run_scored_at_the_best_validation_epoch(trained):
+    out, results = trained
+    assert results["model"] == "mdi" and results["modalities"] == "avl"
+    records = read_metrics(out / "metrics.jsonl")
+    best = max(records, key=lambda r: r["val_weighted_f1"])
+    assert results["best_epoch"] == best["epoch"]
+    assert results["test_weighted_f1"] == pytest.approx(100 * best["test_weighted_f1"])
+    assert json.loads((out / "results.json").read_text())["test_weighted_f1"] == results["test_weighted_f1"]
+    assert set(results["test_per_class_f1"]) == {"Happy", "Neutral", "Sad", "Disgust", "Anger", "Fear", "Surprise"}
+
+
+def test_eval_reproduces_the_selected_test_score(trained, capsys):
+    out, results = trained
+    report = cli.evaluate_run(["--run", str(out)])
+    assert 100 * report["weighted_f1"] == pytest.approx(results["test_weighted_f1"])
+    assert '"weighted_f1"' in capsys.readouterr().out
+    table = cli.tabulate_runs([out])
+    assert "| MDI" in table and "A+V+L" in table
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    argv = ["--model", "dialoguernn", "--modalities", "al", "--epochs", "3", "--quiet"]
+    cli.train([*argv, "--out", str(straight)])
+    cli.train([*argv, "--out", str(resumed)])
+    for name in ("checkpoint-00000003.pt", "model.pt", "results.json"):  # interrupted after epoch 2
+        (resumed / name).unlink()
+    cli.train([*argv, "--out", str(resumed), "--resume"])
+    a, b = (load_checkpoint(run / "model.pt")["state_dict"] for run in (straight, resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((straight / "results.json").read_text())["test_weighted_f1"] == pytest.approx(
+        json.loads((resumed / "results.json").read_text())["test_weighted_f1"]
+    )
+
+
+def test_two_process_gloo_training(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "m3ed.cli"]
+    cmd += ["train", "--out", str(tmp_path), "--device", "cpu", *FAST]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "results.json").read_text())["test_weighted_f1"] > 20.0
+    assert len(read_metrics(tmp_path / "metrics.jsonl")) == 2  # rank 0 alone writes
+
+
+def test_stats_prints_what_the_generator_wrote(tmp_path, capsys):
+    truth = make_synthetic_release(tmp_path / "release", SyntheticConfig(movies=6), seed=3)
+    printed = cli.stats(["--data", str(tmp_path / "release")])
+    assert printed["splits"] == truth["splits"]
+    text = capsys.readouterr().out
+    for split in ("train", "val", "test"):
+        assert str(truth["splits"][split]["utterances"]) in text
+
+
+def test_make_synthetic_refuses_to_overwrite(tmp_path, capsys):
+    cli.make_synthetic(["--out", str(tmp_path / "syn"), "--movies", "6"])
+    assert M3EDRelease(tmp_path / "syn").dialogues_in("test")
+    code, err = run(cli.make_synthetic, ["--out", tmp_path / "syn"], capsys)
+    assert code == 2 and "already holds a release" in err
+
+
+def _broken_release(root: Path, change) -> Path:
+    make_synthetic_release(root, SyntheticConfig(movies=6), seed=1)
+    pickle_path = next(root.glob("*.pkl"))
+    items = pickle.loads(pickle_path.read_bytes())
+    change(items)
+    pickle_path.write_bytes(pickle.dumps(items))
+    return root
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
+    def drop_utterance(items):  # consistent inside the pickle, one utterance short of the annotation
+        first = next(iter(items[0]))
+        for index in range(7):
+            items[index][first] = items[index][first][:-1]
+
+    def bad_label(items):
+        first = next(iter(items[2]))
+        items[2][first][0] = 9
+
+    cases = [
+        (cli.stats, ["--data", tmp_path / "nowhere"], "--data folder not found"),
+        (cli.stats, ["--data", _broken_release(tmp_path / "short", drop_utterance)], "missing utterances"),
+        (cli.stats, ["--data", _broken_release(tmp_path / "label", bad_label)], "label"),
+        (cli.train, ["--modalities", "xyz", "--out", tmp_path / "r1"], "modalit"),
+        (cli.train, ["--branches", "global,future", "--out", tmp_path / "r2"], "--branches"),
+        (cli.train, ["--model", "dialoguegcn"], "invalid choice"),
+        (cli.evaluate_run, ["--run", tmp_path / "no-run"], "--run folder not found"),
+    ]
+    for command, argv, expected in cases:
+        code, err = run(command, argv, capsys)
+        assert code == 2, (argv, err)
+        assert expected in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_stats_on_the_embedded_release_checks_every_file(capsys):
+    printed = cli.stats([])
+    assert release_stats(cli.open_release(None)) == printed
+    assert "utterances" in capsys.readouterr().out
+
+
+def test_console_scripts_answer_help():
+    scripts = Path(sys.executable).parent
+    for script in ("m3ed-train", "m3ed-eval", "m3ed-stats", "m3ed-make-synthetic", "m3ed-repro"):
+        result = subprocess.run([scripts / script, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage:" in result.stdout, script
