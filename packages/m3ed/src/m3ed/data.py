@@ -8,10 +8,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from m3ed.release import FeatureBundle
+from m3ed.release import MODALITIES, FeatureBundle
 from shared.errors import UserError
 
-MODALITY_ORDER = ("audio", "visual", "text")
 _LETTERS = {"a": "audio", "v": "visual", "t": "text", "l": "text"}
 
 
@@ -21,7 +20,7 @@ def parse_modalities(spec: str) -> tuple[str, ...]:
     if not letters or any(c not in _LETTERS for c in letters):
         raise UserError(f"bad modalities {spec!r}: use letters a (audio), v (visual), t or l (text), e.g. avl")
     chosen = {_LETTERS[c] for c in letters}
-    return tuple(m for m in MODALITY_ORDER if m in chosen)
+    return tuple(m for m in MODALITIES if m in chosen)
 
 
 class DialogueDataset(Dataset):

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import Tensor, nn
 
-MODALITIES = ("audio", "visual", "text")
+from m3ed.release import MODALITIES
+
 BRANCHES = ("global", "local", "intra", "inter")
 FUSIONS = ("ecat", "lcat", "add", "gate")
 COMBINES = ("end", "per_block")
