@@ -1,0 +1,121 @@
+"""The objectives of Knowledge Factorization, exactly as the official release computes them (spec §2.4).
+
+The total training loss of ``KFImageClassifier.forward_train`` (spec §2.4, item 6) is
+``L_infomax + L_kd + L_cls + L_task + L_infomin``; this module holds each term's per-call function:
+
+* :func:`infomax_loss` -- InfoMax between projected teacher features and common features (§2.4.1);
+* :func:`batch_gaussian_stats` + :func:`infomin_loss` -- the task bottleneck (§2.4.2);
+* :func:`soft_target_kd` -- Hinton KD on logits (§2.4.3);
+* :func:`label_smooth_ce` -- mmcls label-smoothed cross-entropy for ``L_cls`` and ``L_task`` (§2.4.4-5).
+
+All functions are device-agnostic and differentiable in every input.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+INFOMAX_MODES = ("official", "dv", "infonce")
+LABEL_SMOOTH_MODES = ("classy_vision", "original")
+INFONCE_TEMPERATURE = 0.1
+
+
+def _row_normalise(x: Tensor) -> Tensor:
+    # Official: x / (||x||_2 + 1e-10), not F.normalize (which clamps the norm instead).
+    return x / (x.norm(p=2, dim=1, keepdim=True) + 1e-10)
+
+
+def infomax_loss(a: Tensor, c: Tensor, mode: str = "official") -> Tensor:
+    """InfoMax critic loss between two batches of features ``a`` (B, D) and ``c`` (B, D) (spec §2.4.1).
+
+    With row-normalised â, ĉ and the B×B cosine matrix S = â ĉᵀ:
+
+    * ``"official"`` (the release's ``InfoMax_loss``): E_J = (1/B²) Σ_i S_ii -- divided by B², not B --,
+      E_M = (1/B²) (Σ_{i≠j} exp(S_ij) + B) -- the masked diagonal contributes exp(0) = 1 each --, and
+      ℓ = −(E_J − log E_M).
+    * ``"dv"`` (textbook Donsker–Varadhan): E_J = mean_i S_ii, E_M = mean_{i≠j} exp(S_ij), ℓ = −(E_J − log E_M);
+      needs B ≥ 2.
+    * ``"infonce"``: cross-entropy of the rows of S/τ (τ = 0.1) against the diagonal.
+    """
+    if a.ndim != 2 or a.shape != c.shape:
+        raise ValueError(
+            f"infomax_loss needs two (B, D) tensors of the same shape, got {tuple(a.shape)}, {tuple(c.shape)}"
+        )
+    if mode not in INFOMAX_MODES:
+        raise ValueError(f"unknown infomax mode {mode!r}: choose from {INFOMAX_MODES}")
+    s = _row_normalise(a) @ _row_normalise(c).T
+    b = s.shape[0]
+    if mode == "official":
+        joint = torch.eye(b, device=s.device, dtype=s.dtype)
+        e_joint = (s * joint).mean()
+        e_marginal = torch.exp(s * (1 - joint)).mean()
+        return -(e_joint - torch.log(e_marginal))
+    if mode == "dv":
+        if b < 2:
+            raise ValueError("infomax_loss(mode='dv') needs a batch of at least 2 (no off-diagonal pairs)")
+        off_diagonal = ~torch.eye(b, dtype=torch.bool, device=s.device)
+        e_joint = s.diagonal().mean()
+        e_marginal = torch.exp(s[off_diagonal]).mean()
+        return -(e_joint - torch.log(e_marginal))
+    return F.cross_entropy(s / INFONCE_TEMPERATURE, torch.arange(b, device=s.device))
+
+
+def batch_gaussian_stats(z: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-dimension batch mean μ and log of the unbiased batch variance log σ² of ``z`` (B, d) (spec §2.4.2).
+
+    This is what the official ``TSN_backbone`` returns beside its feature: one Gaussian fitted to the batch.
+    """
+    if z.ndim != 2 or z.shape[0] < 2:
+        raise ValueError(f"batch_gaussian_stats needs a (B, d) tensor with B >= 2, got {tuple(z.shape)}")
+    return z.mean(dim=0), torch.log(z.var(dim=0, unbiased=True))
+
+
+def infomin_loss(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) as the official ``InfoMin_loss`` computes it (spec §2.4.2).
+
+    * 1-D (d,) batch statistics: ℓ_min = −½ · mean_d(1 + log σ²_d − μ_d² − σ²_d), the mean over d of the KL.
+    * 2-D (B, d) per-sample statistics (VAE-style): −½ Σ_d(1 + log σ² − μ² − σ²), averaged over the batch.
+    """
+    if mu.shape != logvar.shape or mu.ndim not in (1, 2):
+        raise ValueError(f"infomin_loss needs mu and logvar of the same 1-D or 2-D shape, got {tuple(mu.shape)}")
+    terms = 1 + logvar - mu**2 - logvar.exp()
+    if mu.ndim == 1:
+        return -0.5 * terms.mean()
+    return (-0.5 * terms.sum(dim=1)).mean()
+
+
+def soft_target_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Hinton KD (the official ``SoftTarget``, spec §2.4.3): T² · (1/B) Σ_b KL(softmax(t_b/T) ‖ softmax(s_b/T))."""
+    t = float(temperature)
+    log_student = F.log_softmax(student_logits / t, dim=1)
+    teacher = F.softmax(teacher_logits / t, dim=1)
+    return F.kl_div(log_student, teacher, reduction="batchmean") * t * t
+
+
+def label_smooth_ce(logits: Tensor, target: Tensor, smoothing: float = 0.1, mode: str = "classy_vision") -> Tensor:
+    """Label-smoothed cross-entropy of mmcls ``LabelSmoothLoss`` (spec §2.4.4), mean over the batch.
+
+    ``target`` holds class indices (B,) or soft labels (B, K) (e.g. after Mixup, smoothed the same way).
+    With ε = ``smoothing`` and K classes the target distribution is
+
+    * ``"classy_vision"`` (the official configs): q = (onehot + ε/K) / (1 + ε);
+    * ``"original"``: q = (1 − ε) · onehot + ε/K;
+
+    and the loss is mean_b −Σ_k q_bk log softmax(logits)_bk.
+    """
+    if mode not in LABEL_SMOOTH_MODES:
+        raise ValueError(f"unknown label smoothing mode {mode!r}: choose from {LABEL_SMOOTH_MODES}")
+    k = logits.shape[1]
+    if target.ndim == 1:
+        onehot = F.one_hot(target.long(), k).to(logits.dtype)
+    elif target.shape == logits.shape:
+        onehot = target.to(logits.dtype)
+    else:
+        raise ValueError(f"target must be (B,) indices or (B, K) soft labels, got {tuple(target.shape)}")
+    if mode == "classy_vision":
+        q = (onehot + smoothing / k) / (1 + smoothing)
+    else:
+        q = (1 - smoothing) * onehot + smoothing / k
+    return -(q * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
