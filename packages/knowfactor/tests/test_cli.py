@@ -4,6 +4,7 @@ baseline, resume, bad input, a 2-process gloo run and every script's --help."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -261,3 +262,11 @@ def test_every_console_script_answers_help():
     for option in ("--method", "--teacher", "--tasks", "--beta", "--official-teacher-bn", "--preset", "--resume"):
         assert option in helps["knowfactor-train"]
     assert "--factors" in helps["knowfactor-assemble"] and "--weights" in helps["knowfactor-eval"]
+
+
+def test_mixed_precision_kf_epoch_on_cpu(runs, common, tmp_path):
+    """--amp trains under bf16 autocast on CPU; the loss terms stay finite."""
+    argv = ["--method", "kf", "--epochs", "1", "--amp", "--teacher", runs["teacher"] / "teacher.pt"]
+    assert run(cli.train, [*argv, "--out", tmp_path / "amp", *common]) == 0
+    record = read_metrics(tmp_path / "amp" / "metrics.jsonl")[0]
+    assert all(math.isfinite(record[k]) for k in ("loss", "loss_cls", "loss_infomax", "loss_kd"))

@@ -1,6 +1,7 @@
 """The console scripts end to end on the synthetic release: train, resume, eval, stats, torchrun, bad input."""
 
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -138,3 +139,10 @@ def test_console_scripts_answer_help():
     for script in ("m3ed-train", "m3ed-eval", "m3ed-stats", "m3ed-make-synthetic", "m3ed-repro"):
         result = subprocess.run([scripts / script, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage:" in result.stdout, script
+
+
+def test_mixed_precision_epoch_on_cpu(tmp_path):
+    """--amp trains under bf16 autocast on CPU; the loss stays finite and the run is scored."""
+    results = cli.train(["--amp", "--epochs", "1", "--quiet", "--out", str(tmp_path / "amp")])
+    assert math.isfinite(read_metrics(tmp_path / "amp" / "metrics.jsonl")[0]["train_loss"])
+    assert 0 < results["test_weighted_f1"] <= 100

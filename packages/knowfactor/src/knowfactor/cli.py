@@ -211,7 +211,7 @@ def train(argv: Sequence[str] | None = None) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = scheduled_lr(epoch, args.lr, args.epochs, milestones, recipe.cosine)
         losses = train_epoch(
-            model, loader, optimizer, device, clip=recipe.clip, desc=f"epoch {epoch + 1}/{args.epochs}"
+            model, loader, optimizer, device, clip=recipe.clip, amp=args.amp, desc=f"epoch {epoch + 1}/{args.epochs}"
         )
         record = {"epoch": epoch + 1, **losses}
         metrics.write(record)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shared.device import autocast, grad_scaler
 from shared.distributed import all_reduce_sum
 from shared.logging import Progress
 
@@ -37,22 +38,28 @@ def train_epoch(
     device: torch.device,
     *,
     clip: float | None = None,
+    amp: bool = False,
     desc: str = "train",
 ) -> dict[str, float]:
     """One epoch; returns the mean of every loss term (and ``loss``, their sum) over all processes."""
     model.train()
+    scaler = grad_scaler(device, amp)
     sums: dict[str, torch.Tensor] = {}
     count = 0
     progress = Progress(batches, desc=desc)
     for images, labels in progress:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        terms = model(images, labels)
+        with autocast(device, amp):
+            terms = model(images, labels)
+        terms = {name: value.float() for name, value in terms.items()}
         loss = sum(terms.values())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if clip:
+            scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         for name, value in {**terms, "loss": loss}.items():
             sums[name] = sums.get(name, 0.0) + value.detach().double().cpu() * len(images)
         count += len(images)

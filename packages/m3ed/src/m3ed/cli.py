@@ -167,6 +167,7 @@ def train(argv: Sequence[str] | None = None) -> dict:
             device,
             clip=args.clip or None,
             weight=weight,
+            amp=args.amp,
             desc=f"epoch {epoch + 1}/{args.epochs}",
         )
         val, test = evaluate(model, val_loader, device), evaluate(model, test_loader, device)

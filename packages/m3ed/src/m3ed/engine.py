@@ -17,6 +17,7 @@ from torch import nn
 
 from m3ed.data import Batch
 from m3ed.metrics import classification_report
+from shared.device import autocast, grad_scaler
 from shared.distributed import all_reduce_sum
 from shared.logging import Progress
 
@@ -55,21 +56,26 @@ def train_epoch(
     *,
     clip: float | None = 5.0,
     weight: torch.Tensor | None = None,
+    amp: bool = False,
     desc: str = "train",
 ) -> float:
     """One epoch; returns the mean loss per real utterance over all processes."""
     model.train()
+    scaler = grad_scaler(device, amp)
     total = torch.zeros(2, dtype=torch.float64)
     progress = Progress(batches, desc=desc)
     for batch in progress:
         batch = batch.to(device)
-        logits = model(batch.features, batch.speakers, batch.pad_mask)
-        loss = utterance_loss(logits, batch.labels, weight)
+        with autocast(device, amp):
+            logits = model(batch.features, batch.speakers, batch.pad_mask)
+        loss = utterance_loss(logits.float(), batch.labels, weight)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if clip:
+            scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         count = int((batch.labels >= 0).sum())
         total += torch.tensor([loss.item() * count, count], dtype=torch.float64)
