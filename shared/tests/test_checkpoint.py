@@ -141,6 +141,13 @@ def test_mismatched_model_is_a_clear_error(tmp_path):
         restore_training_state(state, torch.nn.Linear(4, 3))
 
 
+def test_save_training_checkpoint_keeps_the_newest(tmp_path):
+    for step in range(1, 5):
+        checkpoint.save_training_checkpoint(tmp_path, step, {"step": step}, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000003.pt", "checkpoint-00000004.pt"]
+    assert load_checkpoint(latest(tmp_path))["step"] == 4
+
+
 def test_latest_and_prune(tmp_path):
     assert latest(tmp_path) is None
     for step in (3, 12, 7):

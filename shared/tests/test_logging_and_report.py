@@ -66,3 +66,9 @@ def test_mean_std_and_tables(tmp_path):
     md = write_results(tmp_path, title="Toy", table=table, headline="ours wins", results={"acc": {"ours": 97.1}})
     assert md.read_text().startswith("# Toy\n\n| method")
     assert json.loads((tmp_path / "results.json").read_text())["headline"] == "ours wins"
+
+
+def test_format_record():
+    from shared.logging import format_record
+
+    assert format_record({"epoch": 3, "loss": 0.123456, "best": True}) == "epoch=3 loss=0.1235 best=True"

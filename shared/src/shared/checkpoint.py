@@ -111,6 +111,12 @@ def latest(directory: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
+def save_training_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 2) -> None:
+    """Save ``state`` as the checkpoint of ``step`` in ``directory`` and keep only the ``keep`` newest."""
+    save_checkpoint(checkpoint_path(directory, step), state)
+    prune(directory, keep)
+
+
 def prune(directory: str | os.PathLike, keep: int) -> None:
     """Delete all but the ``keep`` newest training checkpoints (main process only)."""
     if not is_main_process() or keep < 1:

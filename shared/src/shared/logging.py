@@ -109,8 +109,12 @@ class Progress:
 
     def _line(self, done: int) -> None:
         count = f"{done}/{self.total}" if self.total else str(done)
-        shown = " ".join(f"{k}={_short(v)}" for k, v in self.metrics.items())
-        print(f"{self.desc} {count} {shown}".strip(), file=self.stream, flush=True)
+        print(f"{self.desc} {count} {format_record(self.metrics)}".strip(), file=self.stream, flush=True)
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """``key=value`` pairs on one line, floats to 4 significant digits (per-epoch log lines)."""
+    return " ".join(f"{k}={_short(v)}" for k, v in record.items())
 
 
 def _short(value: Any) -> Any:

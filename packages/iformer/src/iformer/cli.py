@@ -23,7 +23,7 @@ from shared import checkpoint, cli, distributed
 from shared.data import make_loader, set_epoch
 from shared.device import grad_scaler, resolve_device, seed_everything
 from shared.errors import UserError, require_path
-from shared.logging import MetricsWriter, get_logger
+from shared.logging import MetricsWriter, format_record, get_logger
 
 #: Per-size values of the official args.yaml (spec section 3); used when no option sets them.
 SIZE_RECIPES = {
@@ -238,11 +238,9 @@ def train(argv: Sequence[str] | None = None) -> dict:
             record.update({f"test_{k}": v for k, v in result.items()})
         metrics.write(record)
         if not args.quiet:
-            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-            log.info(shown)
+            log.info(format_record(record))
         state = checkpoint.training_state(model, optimizer, None, scaler, epoch=epoch + 1, best_top1=best, **meta)
-        checkpoint.save_checkpoint(checkpoint.checkpoint_path(out, epoch + 1), state)
-        checkpoint.prune(out, args.keep_checkpoints)
+        checkpoint.save_training_checkpoint(out, epoch + 1, state, keep=args.keep_checkpoints)
         history.append(record)
     # The official layout under "state_dict" (what timm's loaders unwrap), with what eval needs to rebuild it.
     final = {"state_dict": distributed.unwrap_model(model).state_dict(), **meta}

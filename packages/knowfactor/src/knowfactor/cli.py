@@ -42,7 +42,7 @@ from shared import checkpoint, cli, distributed
 from shared.data import TensorBatchDataset, make_loader, set_epoch
 from shared.device import resolve_device, seed_everything
 from shared.errors import UserError, require_path
-from shared.logging import MetricsWriter, get_logger
+from shared.logging import MetricsWriter, format_record, get_logger
 
 METHODS = ("kf", "kd", "teacher")
 PRESETS = {
@@ -216,11 +216,8 @@ def train(argv: Sequence[str] | None = None) -> dict:
         record = {"epoch": epoch + 1, **losses}
         metrics.write(record)
         if not args.quiet:
-            log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        checkpoint.save_checkpoint(
-            checkpoint.checkpoint_path(out, epoch + 1), checkpoint.training_state(core, optimizer, epoch=epoch + 1)
-        )
-        checkpoint.prune(out, 2)
+            log.info(format_record(record))
+        checkpoint.save_training_checkpoint(out, epoch + 1, checkpoint.training_state(core, optimizer, epoch=epoch + 1))
     accuracy = task_accuracy(core, test_loader, device)
     results = {
         "method": args.method,

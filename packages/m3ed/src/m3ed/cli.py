@@ -23,7 +23,7 @@ from shared import checkpoint, cli, distributed
 from shared.data import cache_dir, make_loader, set_epoch
 from shared.device import resolve_device, seed_everything
 from shared.errors import UserError, require_path
-from shared.logging import MetricsWriter, get_logger
+from shared.logging import MetricsWriter, format_record, get_logger
 
 MODELS = ("mdi", "utt-mlp", "dialoguernn")
 PRESETS = {
@@ -178,10 +178,9 @@ def train(argv: Sequence[str] | None = None) -> dict:
         record.update({"test_weighted_f1": test["weighted_f1"], "test_accuracy": test["accuracy"]})
         metrics.write(record)
         if not args.quiet:
-            log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            log.info(format_record(record))
         state = checkpoint.training_state(model, optimizer, scheduler, epoch=epoch + 1, best=best)
-        checkpoint.save_checkpoint(checkpoint.checkpoint_path(out, epoch + 1), state)
-        checkpoint.prune(out, 2)
+        checkpoint.save_training_checkpoint(out, epoch + 1, state)
     checkpoint.save_checkpoint(out / "model.pt", {"state_dict": best["state"], **spec})
     results = {
         **spec,
