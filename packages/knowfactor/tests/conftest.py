@@ -1,9 +1,3 @@
-import pytest
+"""The embedded datasets are written under a temporary XDG_CACHE_HOME during the tests."""
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _private_cache(tmp_path_factory):
-    """The embedded digits tree is written under XDG_CACHE_HOME: keep it inside the test session."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
-        yield
+from shared.testing import private_cache  # noqa: F401

@@ -162,3 +162,20 @@ def test_config_dataclass_replace_keeps_validation_fields(digits):
     config = build_config("digits", "sym80", "lcbooster", "demo")
     assert dataclasses.replace(config, lambda_u=0.0).lambda_u == 0.0
     assert config.relabel_epochs == [round(0.4 * config.epochs)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["dividemix", "lcbooster"])
+def test_cuda_epochs_with_fp16_match_the_cpu_bookkeeping(digits, method):
+    """On CUDA with fp16 + GradScaler: the phases run, images stay on the GPU, the correction runs."""
+    trainer = _trainer(digits, method, strong_aug="digits")
+    cuda = CoTrainer(
+        trainer.config, trainer.cores, trainer.data, torch.device("cuda"), seed=0, amp=True, progress=False
+    )
+    assert cuda.data.images.is_cuda
+    records = [cuda.run_epoch(epoch) for epoch in (1, 2, 3)]
+    assert records[1]["phase"] == "cotrain" and 0 < records[1]["n_labeled_1"] < COUNT
+    assert all(0 <= r["test_acc"] <= 100 for r in records)
+    assert ("relabel_overwritten" in records[2]) == (method == "lcbooster")
+    assert cuda.scalers[0].is_enabled()

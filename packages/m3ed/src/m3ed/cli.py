@@ -50,7 +50,7 @@ def open_release(data: Path | None, features: str | None = None) -> M3EDRelease:
         root = cache_dir("m3ed", "synthetic-0")
         if distributed.is_main_process() and not (root / "COMPLETE").exists():
             make_synthetic_release(root, SyntheticConfig(), seed=0)
-            (root / "COMPLETE").write_text("synthetic release, seed 0\n")
+            checkpoint.atomic_write(root / "COMPLETE", lambda f: f.write("synthetic release, seed 0\n"), binary=False)
         distributed.barrier()
     else:
         root = require_path(data, "--data folder", kind="dir")

@@ -1,0 +1,18 @@
+"""pytest fixtures the packages' test suites share (import them in a ``conftest.py``; needs pytest).
+
+``from shared.testing import private_cache  # noqa: F401`` in a package's ``tests/conftest.py`` makes every
+test of that suite write the embedded datasets under a temporary ``XDG_CACHE_HOME``, never in the
+user's cache.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Point ``XDG_CACHE_HOME`` (where :func:`shared.data.cache_dir` writes) at a session temp folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
