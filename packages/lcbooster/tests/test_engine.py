@@ -51,9 +51,10 @@ def test_each_method_runs_its_phases(digits, method):
 def test_training_one_net_leaves_the_other_untouched(digits):
     trainer = _trainer(digits, "dividemix")
     trainer.run_epoch(1)
-    before = [{k: v.clone() for k, v in core.state_dict().items()} for core in trainer.cores]
     labeled = torch.zeros(COUNT, dtype=torch.bool)
     labeled[:100] = True
+    trainer.train_epoch(1, 2, labeled, torch.rand(COUNT))  # leaves net 2 in train mode, as in an epoch
+    before = [{k: v.clone() for k, v in core.state_dict().items()} for core in trainer.cores]
     trainer.train_epoch(0, 2, labeled, torch.rand(COUNT))
     after = [core.state_dict() for core in trainer.cores]
     assert all(torch.equal(before[1][k], after[1][k]) for k in before[1])  # frozen partner: weights and BN

@@ -196,6 +196,7 @@ class CoTrainer:
         """One co-divide pass of net k on the division (and w) made by the other net (spec §3.4-§3.6)."""
         cfg = self.config
         model, core, other = self.models[k], self.cores[k], self.cores[1 - k]
+        other.eval()  # the partner only guesses: frozen, BatchNorm on running statistics
         labeled_idx = labeled.nonzero().squeeze(1)
         unlabeled_idx = (~labeled).nonzero().squeeze(1)
         if len(labeled_idx) == 0:
