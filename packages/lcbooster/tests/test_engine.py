@@ -162,7 +162,7 @@ def test_eval_bn_switch_keeps_running_stats_during_guessing(digits):
 def test_config_dataclass_replace_keeps_validation_fields(digits):
     config = build_config("digits", "sym80", "lcbooster", "demo")
     assert dataclasses.replace(config, lambda_u=0.0).lambda_u == 0.0
-    assert config.relabel_epochs == [round(0.4 * config.epochs)]
+    assert config.relabel_epochs == [round(0.6 * config.epochs)] == [24]
 
 
 @pytest.mark.gpu

@@ -214,6 +214,7 @@ def train(argv: Sequence[str] | None = None) -> dict:
             log.info(format_record(record))
         state = checkpoint.training_state(pair, epoch=epoch, **trainer.state())
         checkpoint.save_training_checkpoint(out, epoch, state)
+    distributed.barrier()  # every process reads the metrics that the main process finished writing
     results = summarise(config, out, time.monotonic() - started)
     if distributed.is_main_process():
         final = {"models": [c.state_dict() for c in trainer.cores], "config": dataclasses.asdict(config)}
