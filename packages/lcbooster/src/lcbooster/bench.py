@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from lcbooster.config import build_config
+from lcbooster.data import CIFAR10_MEAN, CIFAR10_STD
 from lcbooster.engine import CoTrainer, TrainData
 from lcbooster.models import build_model
 from lcbooster.selection import gmm_clean_probability
@@ -23,8 +24,6 @@ from shared import cli
 from shared.device import resolve_device, seed_everything
 from shared.errors import UserError
 from shared.report import markdown_table
-
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 def _timed(fn) -> float:

@@ -30,7 +30,7 @@ from lcbooster.transforms import Views
 from shared import checkpoint, cli, distributed
 from shared.device import resolve_device, seed_everything
 from shared.errors import UserError, require_path
-from shared.logging import MetricsWriter, format_record, get_logger
+from shared.logging import MetricsWriter, format_record, get_logger, read_metrics
 
 SETTINGS = {
     f"c{d.removeprefix('cifar')}-{n}": (d, n)
@@ -69,14 +69,8 @@ def noisy_labels(args, config: TrainConfig, images: ldata.ImageData, out: Path) 
     elif args.noise_file is not None:
         labels = lnoise.load_noisy_labels(require_path(args.noise_file, "--noise-file", kind="file"), count, classes)
     else:
-        clean = images.y_train.numpy()
         seed = args.seed if args.noise_seed is None else args.noise_seed
-        if config.noise_mode == "asym":
-            if classes != 10:
-                raise UserError("asymmetric noise is defined for 10 classes (the CIFAR-10 class pairs) only")
-            labels = lnoise.asymmetric_noise(clean, config.noise_ratio, seed=seed)
-        else:
-            labels = lnoise.symmetric_noise(clean, config.noise_ratio, classes, seed=seed)
+        labels = lnoise.draw_noise(images.y_train.numpy(), config.noise_mode, config.noise_ratio, classes, seed)
     if distributed.is_main_process() and not saved.exists():
         lnoise.save_noisy_labels(saved, labels)
     return torch.as_tensor(labels, dtype=torch.long)
@@ -227,8 +221,6 @@ def train(argv: Sequence[str] | None = None) -> dict:
 
 def summarise(config: TrainConfig, out: Path, seconds: float) -> dict:
     """Last / best / last-5 test accuracy, and the labelled set and label precision around the correction."""
-    from shared.logging import read_metrics
-
     records = read_metrics(out / "metrics.jsonl")
     last = records[-1]
     results = {
@@ -344,19 +336,15 @@ def make_noise(argv: Sequence[str] | None = None) -> dict:
         raise UserError(f"{out} exists: noise files are never overwritten; choose another --out")
     images = load_images(args.dataset, args.data)
     clean = images.y_train.numpy()
-    if args.type == "asym":
-        if images.num_classes != 10:
-            raise UserError("asymmetric noise is defined for 10 classes (the CIFAR-10 class pairs) only")
-        labels = lnoise.asymmetric_noise(clean, ratio, seed=args.seed, per_class=args.per_class)
-    else:
-        labels = lnoise.symmetric_noise(
-            clean,
-            ratio,
-            images.num_classes,
-            seed=args.seed,
-            include_true_class=not args.exclude_true_class,
-            per_class=args.per_class,
-        )
+    labels = lnoise.draw_noise(
+        clean,
+        args.type,
+        ratio,
+        images.num_classes,
+        args.seed,
+        include_true_class=not args.exclude_true_class,
+        per_class=args.per_class,
+    )
     lnoise.save_noisy_labels(out, labels)
     accuracy = lnoise.label_accuracy(labels, clean)
     print(f"wrote {out}: {len(labels)} labels, label accuracy {accuracy:.4f}")

@@ -74,27 +74,32 @@ class TrainConfig:
 
     @property
     def noise_mode(self) -> str:
-        return self.noise.rstrip("0123456789")
+        return split_noise(self.noise)[0]
 
     @property
     def noise_ratio(self) -> float:
-        return int(self.noise.removeprefix(self.noise_mode)) / 100.0
+        return split_noise(self.noise)[1]
 
 
-def parse_noise(noise: str) -> str:
-    """Check a noise setting ``sym<percent>`` or ``asym<percent>`` (any percentage 0..100)."""
+def split_noise(noise: str) -> tuple[str, float]:
+    """A noise setting ``sym<percent>`` or ``asym<percent>`` (any percentage 0..100) as (mode, ratio)."""
     mode = noise.rstrip("0123456789")
     digits = noise.removeprefix(mode)
     if mode not in ("sym", "asym") or not digits:
         raise UserError(f"noise setting {noise!r} is not sym<percent> or asym<percent> (e.g. sym90, asym40)")
-    check_noise_ratio(int(digits) / 100.0)
+    return mode, check_noise_ratio(int(digits) / 100.0)
+
+
+def parse_noise(noise: str) -> str:
+    """Check a noise setting (see :func:`split_noise`) and return it."""
+    split_noise(noise)
     return noise
 
 
 def _paper(dataset: str, noise: str, method: str) -> dict:
     """The full recipe: LC-Booster's released config, or DivideMix's Table 7 values."""
     c100 = dataset == "cifar100"
-    ratio = int(noise.lstrip("asym")) / 100.0
+    ratio = split_noise(noise)[1]
     values: dict = {
         "model": "preact_resnet18",
         "lambda_u": TABLE7_LAMBDA_U[dataset].get(noise, 25.0 if not c100 else 150.0),

@@ -116,6 +116,26 @@ def asymmetric_noise(
     return noisy
 
 
+def draw_noise(
+    labels: np.ndarray,
+    mode: str,
+    ratio: float,
+    num_classes: int,
+    seed: int = 0,
+    *,
+    include_true_class: bool = True,
+    per_class: bool = False,
+) -> np.ndarray:
+    """Noisy labels of ``mode`` "sym" (:func:`symmetric_noise`) or "asym" (CIFAR-10's class pairs, 10 classes)."""
+    if mode == "asym":
+        if num_classes != 10:
+            raise UserError("asymmetric noise is defined for 10 classes (the CIFAR-10 class pairs) only")
+        return asymmetric_noise(labels, ratio, seed=seed, per_class=per_class)
+    return symmetric_noise(
+        labels, ratio, num_classes, seed=seed, include_true_class=include_true_class, per_class=per_class
+    )
+
+
 def expected_label_accuracy(
     ratio: float,
     num_classes: int,
