@@ -176,3 +176,14 @@ def test_allowed_globals_admit_a_foreign_plain_class_only(tmp_path):
         load_checkpoint(path)
     loaded = load_checkpoint(path, allowed_globals=[argparse.Namespace])
     assert loaded["args"].lr == 0.1 and torch.equal(loaded["state_dict"]["w"], torch.ones(1))
+
+
+def test_unwrap_state_dict_finds_the_weights_and_strips_ddp_prefixes():
+    weights = {"module.fc.weight": torch.ones(2, 3), "module.fc.bias": torch.zeros(2)}
+    expected = {"fc.weight": weights["module.fc.weight"], "fc.bias": weights["module.fc.bias"]}
+    assert checkpoint.unwrap_state_dict(weights) == expected
+    assert checkpoint.unwrap_state_dict({"model": weights, "epoch": 3}) == expected
+    assert checkpoint.unwrap_state_dict({"ema": weights, "model": {}}, ("ema", "model")) == expected
+    for bad in ({"model": {"w": "text"}}, {}, [torch.ones(1)]):
+        with pytest.raises(UserError, match="x.pt holds no state_dict of tensors"):
+            checkpoint.unwrap_state_dict(bad, source="x.pt")

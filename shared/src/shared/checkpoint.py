@@ -14,7 +14,7 @@ import random
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,21 @@ def load_checkpoint(
         raise UserError(f"checkpoint {path} is corrupt or truncated ({_last_line(exc)}): re-create it") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise UserError(f"checkpoint {path} is corrupt or truncated ({_first_line(exc)}): re-create it") from None
+
+
+def unwrap_state_dict(
+    obj: Any, wrapper_keys: Sequence[str] = ("state_dict", "model"), source: str = "the checkpoint"
+) -> dict[str, torch.Tensor]:
+    """The model weights inside a loaded checkpoint, with DDP's ``module.`` prefix removed.
+
+    The first of ``wrapper_keys`` that holds a mapping is taken (a training checkpoint), else ``obj`` itself
+    (a raw state_dict); anything but a non-empty mapping of tensors is a one-line :class:`UserError`.
+    """
+    if isinstance(obj, Mapping):
+        obj = next((obj[key] for key in wrapper_keys if isinstance(obj.get(key), Mapping)), obj)
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{source} holds no state_dict of tensors (looked for {', '.join(wrapper_keys)})")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
 def _last_line(exc: BaseException) -> str:

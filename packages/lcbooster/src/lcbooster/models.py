@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from shared.checkpoint import load_checkpoint
+from shared.checkpoint import load_checkpoint, unwrap_state_dict
 from shared.errors import UserError
 
 IdentityShortcut = Literal["preact", "input"]
@@ -164,13 +164,8 @@ def resnet50(num_classes: int, weights: str | Path | None = None) -> nn.Module:
 
 def _backbone_state(model: nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
     """The file's tensors for every non-``fc`` key of ``model`` plus the model's own ``fc``; UserError otherwise."""
-    loaded = load_checkpoint(path)
-    for key in ("state_dict", "model"):
-        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
-            loaded = loaded[key]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise UserError(f"weights file {path} holds no state_dict of tensors: pass a torchvision ResNet-50 state_dict")
-    given = {k.removeprefix("module."): v for k, v in loaded.items() if not k.removeprefix("module.").startswith("fc.")}
+    loaded = unwrap_state_dict(load_checkpoint(path), source=f"weights file {path}")
+    given = {k: v for k, v in loaded.items() if not k.startswith("fc.")}
     own = model.state_dict()
     expected = {k for k in own if not k.startswith("fc.")}
     missing, unexpected = sorted(expected - given.keys()), sorted(given.keys() - expected)

@@ -1,0 +1,279 @@
+"""Training and evaluation of the model bank: one SlimDA iteration as spec §2.5, step by step.
+
+Per iteration: a source batch and a target batch; n architectures by the sandwich rule; a no-grad ensemble
+pass giving SEED's teacher p̄(x_t); then per architecture a forward of both batches and a backward of
+L_C + L_G + β·L_seed whose gradients are *routed* (spec §2.4c):
+
+- the backbone G receives ∇(L_G + β·L_seed) only,
+- Cs ⊕ Ct (``heads.fc``) receives ∇L_C only,
+- Ca (``heads.fc_aux``) receives ∇(β·L_seed) only (+ γ·CE on source if asked).
+
+Routing is done in the graph: L_C reads detached features, L_G reads detached head weights; one backward per
+architecture then accumulates exactly the routed gradients, and one optimizer step follows.
+
+An optional source-CE warm-up (``warmup_fraction``, used by the from-scratch embedded presets) precedes the
+adaptation and stands in for the ImageNet-pretrained start SymNets fine-tunes from; the λ_p and lr schedules
+then run over the adaptation iterations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shared import distributed
+from shared.device import autocast, grad_scaler
+from shared.errors import UserError
+from slimda.augment import Pipeline
+from slimda.bn import recalibrate_bn
+from slimda.config import TrainConfig
+from slimda.losses import (
+    ensemble_target,
+    lambda_schedule,
+    lr_schedule,
+    seed_loss,
+    symnets_classifier_loss,
+    symnets_feature_loss,
+)
+from slimda.models import Arch, HeadOutputs, ModelBank, knowledge
+from slimda.sampling import ArchSampler
+
+
+class BatchStream:
+    """Batches of indices over ``n`` items, reshuffled every pass, as a pure function of the step.
+
+    Pass e uses the permutation drawn from ``seed + e``; each process takes its own slice of the global batch.
+    A resumed run therefore reads exactly the batches of the uninterrupted run, with no iterator state.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, name: str) -> None:
+        self.world, self.rank = distributed.get_world_size(), distributed.get_rank()
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_pass = n // (batch_size * self.world)
+        if self.per_pass == 0:
+            raise UserError(
+                f"the {name} domain has {n} images, fewer than one batch of {batch_size} x {self.world} "
+                "process(es): lower --batch-size"
+            )
+        self._cached: tuple[int, torch.Tensor] | None = None
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.per_pass)
+        if self._cached is None or self._cached[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            self._cached = (epoch, torch.randperm(self.n, generator=generator))
+        start = (position * self.world + self.rank) * self.batch_size
+        return self._cached[1][start : start + self.batch_size]
+
+
+@dataclasses.dataclass
+class StepLosses:
+    """The per-architecture objectives of one iteration (tensors, before the backward)."""
+
+    classifier: torch.Tensor  # L_C
+    feature: torch.Tensor  # L_G
+    seed: torch.Tensor  # L_seed
+    total: torch.Tensor
+
+
+def step_losses(
+    bank: ModelBank,
+    config: TrainConfig,
+    x_source: torch.Tensor,
+    y_source: torch.Tensor,
+    x_target: torch.Tensor,
+    lam: float,
+    teacher: torch.Tensor | None,
+    warmup: bool = False,
+) -> StepLosses:
+    """L_C, L_G, L_seed of the current architecture, wired for the routing of spec §2.4c.
+
+    ``teacher`` is p̄ on the target batch (on source + target with ``seed_on_source``), or None without SEED.
+    Source only (and any method during ``warmup``) reads the source batch alone: source CE on Cs (on every
+    head during a warm-up, which stands in for the pretrained start SymNets fine-tunes from).
+    """
+    fc, k, b = bank.heads.fc, bank.num_classes, x_source.shape[0]
+    if warmup or config.method == "source-only":
+        features = bank.backbone(x_source)
+        z = fc(features)
+        loss = F.cross_entropy(z[:, :k], y_source)
+        if warmup and config.method != "source-only":
+            loss = loss + F.cross_entropy(z[:, k:], y_source) + F.cross_entropy(bank.heads.fc_aux(features), y_source)
+        zero = loss.new_zeros(())
+        return StepLosses(loss, zero, zero, loss)
+    features = bank.backbone(torch.cat([x_source, x_target]))
+    z_c = fc(features.detach())  # Cs ⊕ Ct see only L_C
+    l_c = symnets_classifier_loss(z_c[:b], y_source, z_c[b:])
+    z_g = F.linear(features, fc.weight[:, : features.shape[1]].detach(), fc.bias.detach())  # G sees only L_G
+    l_g = symnets_feature_loss(z_g[:b], y_source, z_g[b:], lam, config.entropy_min)
+    total = l_c + l_g
+    l_seed = features.new_zeros(())
+    if teacher is not None:
+        student = features if config.seed_on_source else features[b:]
+        logits = bank.heads.fc_aux(student) if config.ostc else fc(student)[:, k:]
+        l_seed = seed_loss(teacher, logits, config.seed_temperature)
+        total = total + config.seed_weight * l_seed
+    if config.ostc and config.aux_source_ce > 0:  # optional γ·CE on Ca, Ca only
+        total = total + config.aux_source_ce * F.cross_entropy(bank.heads.fc_aux(features[:b].detach()), y_source)
+    return StepLosses(l_c, l_g, l_seed, total)
+
+
+def make_optimizer(bank: ModelBank, config: TrainConfig) -> torch.optim.SGD:
+    """SymNets' SGD: two parameter groups, the backbone at ``backbone_lr_mult`` × the heads' rate."""
+    groups = [
+        {"params": bank.backbone_parameters(), "lr_mult": config.backbone_lr_mult},
+        {"params": bank.head_parameters(), "lr_mult": 1.0},
+    ]
+    return torch.optim.SGD(
+        groups,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
+
+
+def average_gradients(parameters: list[nn.Parameter]) -> None:
+    """Mean of every gradient over the processes, in one flat all-reduce (the DDP step)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= distributed.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+class Trainer:
+    """Trains a :class:`ModelBank` on a labelled source and an unlabelled target domain (uint8 image tensors)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        bank: ModelBank,
+        source_images: torch.Tensor,
+        source_labels: torch.Tensor,
+        target_images: torch.Tensor,
+        device: torch.device,
+        seed: int = 0,
+        amp: bool = False,
+    ) -> None:
+        self.config, self.bank, self.device, self.seed = config, bank.to(device), device, seed
+        self.source_images, self.source_labels = source_images.to(device), source_labels.to(device)
+        self.target_images = target_images.to(device)
+        self.pipeline = Pipeline(config.crop, config.flip)
+        self.sampler = ArchSampler(
+            bank.num_groups, config.grid, config.archs_per_iter, config.train_space, config.sandwich, seed
+        )
+        self.source_stream = BatchStream(len(source_images), config.batch_size, seed, "source")
+        self.target_stream = BatchStream(len(target_images), config.batch_size, seed + 1, "target")
+        self.optimizer = make_optimizer(bank, config)
+        self.amp = amp
+        self.scaler = grad_scaler(device, enabled=amp)
+
+    def batches(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1024 + distributed.get_rank())
+        src = self.source_stream.indices(step).to(self.device)
+        tgt = self.target_stream.indices(step).to(self.device)
+        x_s = self.pipeline.train(self.source_images[src], generator)
+        x_t = self.pipeline.train(self.target_images[tgt], generator)
+        return x_s, self.source_labels[src], x_t
+
+    @torch.no_grad()
+    def teacher(self, archs: list[Arch], x_source: torch.Tensor, x_target: torch.Tensor) -> torch.Tensor:
+        """SEED's p̄ = mean of π_a over the sampled architectures, on the target batch (source + target with
+        ``seed_on_source``), no gradient.
+
+        Each architecture reads the same source + target batch as its training forward, so batch norm normalises
+        the teacher's and the student's features alike (the spec's ``--seed-reuse-forward`` math).
+        """
+        predictions = []
+        start = 0 if self.config.seed_on_source else len(x_source)
+        for arch in archs:
+            with autocast(self.device, enabled=self.amp):
+                outputs = self.bank.set_arch(arch)(torch.cat([x_source, x_target]))
+            predictions.append(knowledge(outputs, self.config.seed_source_head)[start:].float())
+        return ensemble_target(predictions)
+
+    def step(self, step: int) -> dict[str, float]:
+        """One iteration (spec §2.5); returns the losses averaged over the sampled architectures."""
+        config = self.config
+        warmup = step < config.warmup_iterations
+        progress = 0.0 if warmup else (step - config.warmup_iterations) / (config.iterations - config.warmup_iterations)
+        lam = lambda_schedule(progress)
+        for group in self.optimizer.param_groups:  # the warm-up trains every layer at the heads' rate
+            group["lr"] = lr_schedule(progress, config.lr) * (1.0 if warmup else group["lr_mult"])
+        x_s, y_s, x_t = self.batches(step)
+        archs = self.sampler.sample(step)
+        self.bank.train()
+        teacher = None
+        if config.uses_seed and not warmup:
+            teacher = self.teacher(archs, x_s, x_t)
+        sums = {"loss_c": 0.0, "loss_g": 0.0, "loss_seed": 0.0}
+        self.optimizer.zero_grad(set_to_none=True)
+        for arch in archs:
+            self.bank.set_arch(arch)
+            with autocast(self.device, enabled=self.amp):
+                losses = step_losses(self.bank, config, x_s, y_s, x_t, lam, teacher, warmup)
+            self.scaler.scale(losses.total).backward()
+            sums["loss_c"] += float(losses.classifier.detach())
+            sums["loss_g"] += float(losses.feature.detach())
+            sums["loss_seed"] += float(losses.seed.detach())
+        if distributed.is_distributed():
+            average_gradients(list(self.bank.parameters()))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {k: v / len(archs) for k, v in sums.items()} | {
+            "lambda": lam,
+            "lr": self.optimizer.param_groups[1]["lr"],
+        }
+
+
+class Evaluator:
+    """Per-architecture outputs on a labelled (or unlabelled) image set, after BN recalibration (spec §2.2).
+
+    Calibration batches are the first ``calib_batches`` batches of a fixed permutation of ``calib_images``:
+    the same for every architecture, so evaluation is deterministic.
+    """
+
+    def __init__(
+        self,
+        bank: ModelBank,
+        pipeline: Pipeline,
+        calib_images: torch.Tensor,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        device: torch.device,
+        calib_batches: int = 50,
+        batch_size: int = 64,
+    ) -> None:
+        self.bank, self.pipeline, self.device, self.batch_size = bank, pipeline, device, batch_size
+        order = torch.randperm(len(calib_images), generator=torch.Generator().manual_seed(0))
+        self.calib_images = calib_images[order[: calib_batches * batch_size]]
+        self.images = images
+        self.labels = None if labels is None else labels.cpu()
+
+    def _chunks(self, images: torch.Tensor) -> Iterator[torch.Tensor]:
+        for start in range(0, len(images), self.batch_size):
+            yield self.pipeline.test(images[start : start + self.batch_size].to(self.device))
+
+    @torch.no_grad()
+    def outputs(self, arch: Arch) -> HeadOutputs:
+        """Recalibrate BN for ``arch`` and return its head outputs on every image (on the CPU, float32)."""
+        recalibrate_bn(self.bank, arch, self._chunks(self.calib_images))
+        parts = [self.bank(batch) for batch in self._chunks(self.images)]
+        return HeadOutputs(*(torch.cat([getattr(p, f) for p in parts]).float().cpu() for f in HeadOutputs._fields))
+
+    def accuracy(self, outputs: HeadOutputs) -> dict[str, float]:
+        """Accuracy in % of every head: Cs, Ct, Ca and the folded Cs ⊕ Ct."""
+        if self.labels is None:
+            raise UserError("accuracy needs labelled images")
+        return {
+            head: 100.0 * float((getattr(outputs, head).argmax(dim=1) == self.labels).float().mean())
+            for head in ("cs", "ct", "ca", "folded")
+        }
