@@ -185,5 +185,5 @@ def test_unwrap_state_dict_finds_the_weights_and_strips_ddp_prefixes():
     assert checkpoint.unwrap_state_dict({"model": weights, "epoch": 3}) == expected
     assert checkpoint.unwrap_state_dict({"ema": weights, "model": {}}, ("ema", "model")) == expected
     for bad in ({"model": {"w": "text"}}, {}, [torch.ones(1)]):
-        with pytest.raises(UserError, match="x.pt holds no state_dict of tensors"):
+        with pytest.raises(UserError, match=r"x\.pt holds no state_dict of tensors"):
             checkpoint.unwrap_state_dict(bad, source="x.pt")
