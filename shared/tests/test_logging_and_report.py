@@ -72,3 +72,15 @@ def test_format_record():
     from shared.logging import format_record
 
     assert format_record({"epoch": 3, "loss": 0.123456, "best": True}) == "epoch=3 loss=0.1235 best=True"
+
+
+def test_metrics_rewind_drops_what_was_logged_after_the_checkpoint(tmp_path):
+    writer = MetricsWriter(tmp_path / "metrics.jsonl")
+    for step in (5, 10, 15):
+        writer.write({"iteration": step, "loss": step / 10})
+    writer.rewind("iteration", 10)
+    assert [r["iteration"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [5, 10]
+    writer.write({"iteration": 15, "loss": 2.0})
+    assert read_metrics(tmp_path / "metrics.jsonl")[-1] == {"iteration": 15, "loss": 2.0}
+    MetricsWriter(tmp_path / "absent.jsonl").rewind("iteration", 0)  # nothing logged yet: nothing to do
+    assert not (tmp_path / "absent.jsonl").exists()

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from shared.checkpoint import atomic_write
 from shared.distributed import is_main_process
 
 LOGGER_NAME = "reprozoo"
@@ -49,6 +50,17 @@ class MetricsWriter:
         self.enabled = is_main_process()
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def rewind(self, key: str, last: int | float) -> None:
+        """Drop the records whose ``key`` is past ``last``: on resume, what was logged after the checkpoint."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line).get(key, last) <= last
+        ]
+        atomic_write(self.path, lambda f: f.write("".join(kept)), binary=False)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

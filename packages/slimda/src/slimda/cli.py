@@ -277,8 +277,10 @@ def train(argv: Sequence[str] | None = None) -> dict:
             f"({len(target.labels)}), {config.backbone}, {config.iterations} iterations -> {out}"
         )
     metrics = MetricsWriter(out / "metrics.jsonl")
+    metrics.rewind("iteration", start)
     smallest = Arch.uniform(min(config.grid), bank.num_groups)
     running: dict[str, float] = {}
+    last_record = start
     started = time.monotonic()
     progress = Progress(range(start, config.iterations), desc="slimda-train", total=config.iterations - start)
     for it in progress:
@@ -287,9 +289,8 @@ def train(argv: Sequence[str] | None = None) -> dict:
         done = it + 1
         if done % args.log_every and done % config.eval_every and done != config.iterations:
             continue
-        count = done - (done - 1) // args.log_every * args.log_every
-        record = {"iteration": done, **{k: v / count for k, v in running.items()}}
-        running = {}
+        record = {"iteration": done, **{k: v / (done - last_record) for k, v in running.items()}}
+        running, last_record = {}, done
         if done % config.eval_every == 0 or done == config.iterations:
             for name, arch in (("largest", bank.full_arch()), ("smallest", smallest)):
                 record[f"acc_{name}"] = evaluator.accuracy(evaluator.outputs(arch))[config.head]
