@@ -6,8 +6,10 @@ Every score here is oriented so that *lower is better*:
 
 - ``ensemble_kl``: mean KL(p̄_bank ‖ π_a);
 - ``ensemble_agreement``: 1 − fraction of images with argmax π_a = argmax p̄_bank;
-- ``entropy``: mean H(π_a);
-- ``source_val``: error on a held-out labelled source split.
+- ``entropy``: mean H(π_a).
+
+The spec's fourth alternative, ``source_val`` (error on a held-out labelled source split), is not offered:
+training reads every source image, so no held-out split exists.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from shared.errors import UserError
 from slimda.models import Arch, HeadOutputs, knowledge
 from slimda.sampling import ArchSampler
 
-KINDS = ("ensemble_kl", "ensemble_agreement", "entropy", "source_val")
+KINDS = ("ensemble_kl", "ensemble_agreement", "entropy")
 
 
 def bank_ensemble(predictions: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -113,21 +115,15 @@ def score_architectures(
     reference: torch.Tensor | None,
     knowledge_head: str = "folded",
     accuracy: Callable[[HeadOutputs], float] | None = None,
-    source_error: Callable[[Arch], float] | None = None,
     progress: Callable[[Sequence[Arch]], Sequence[Arch]] = lambda items: items,
 ) -> list[Scored]:
     """UPEM (and accuracy, when labels exist) of every candidate; ``outputs(arch)`` BN-recalibrates first."""
     if kind not in KINDS:
         raise UserError(f"unknown UPEM kind {kind!r}: choose from {KINDS}")
-    if kind == "source_val" and source_error is None:
-        raise UserError("--upem source_val needs a held-out labelled source split")
     scored = []
     for arch in progress(archs):
         result = outputs(arch)
-        if kind == "source_val":
-            score = source_error(arch)
-        else:
-            score = upem_score(kind, knowledge(result, knowledge_head), reference)
+        score = upem_score(kind, knowledge(result, knowledge_head), reference)
         scored.append(Scored(arch, macs(arch), score, None if accuracy is None else accuracy(result)))
     return scored
 
