@@ -76,6 +76,28 @@ def test_eval_reproduces_the_run_accuracy(trained, capsys):
     assert 0.2 < shown["macs_fraction"] < 0.35
 
 
+def test_eval_reads_a_checkpoint_beside_its_config(trained, capsys):
+    argv = ["--arch", "0.5", "--device", "cpu"]
+    assert main(scli.evaluate_file)(["--weights", str(checkpoint_path(trained, 20)), *argv]) == 0
+    from_checkpoint = json.loads(capsys.readouterr().out)
+    assert main(scli.evaluate_file)(["--weights", str(trained / "final.pt"), *argv]) == 0
+    assert from_checkpoint == json.loads(capsys.readouterr().out)
+
+
+def test_repro_writes_its_tables_and_reuses_finished_runs(tmp_path, monkeypatch):
+    from slimda import repro as srepro
+
+    argv = ["--seeds", "1", "--iterations", "6", "--samples", "3", "--variants", "source-only,slimda"]
+    argv += ["--out", str(tmp_path), "--device", "cpu"]
+    assert main(srepro.repro)(argv) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["mean_accuracy"]) == {"1", "0.75", "0.5", "0.25"}
+    assert "slimda_beats_source_only_at_every_width" in results and -1 <= results["kendall_tau"][0] <= 1
+    assert (tmp_path / "results.md").read_text().count("|") > 20
+    monkeypatch.setattr(srepro, "run_one", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert main(srepro.repro)(argv) == 0
+
+
 def test_select_then_export_a_standalone_model(trained, tmp_path, capsys):
     sel = tmp_path / "sel"
     argv = ["--weights", str(trained / "final.pt"), "--budgets", "1,1/4", "--samples", "12", "--reference-archs", "4"]

@@ -101,6 +101,24 @@ def unwrap_state_dict(
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def describe_mismatch(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], limit: int = 3) -> str:
+    """One line saying which keys of ``state`` are missing, unexpected or of another shape than ``expected``
+    (a model's ``state_dict()``); '' when they fit."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatches", shapes)):
+        if items:
+            shown = ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+            parts.append(f"{len(items)} {label} ({shown})")
+    return "; ".join(parts)
+
+
 def _last_line(exc: BaseException) -> str:
     """The specific part of torch's multi-paragraph unpickling message."""
     lines = [line for line in str(exc).splitlines() if line.strip() and "documentation" not in line]

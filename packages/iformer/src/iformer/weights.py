@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from iformer.models import InceptionTransformer
-from shared.checkpoint import load_checkpoint, unwrap_state_dict
+from shared.checkpoint import describe_mismatch, load_checkpoint, unwrap_state_dict
 from shared.errors import UserError
 
 WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
@@ -49,24 +49,6 @@ def resize_pos_embed(state: dict[str, torch.Tensor], model: InceptionTransformer
     return resized
 
 
-def describe_mismatch(state: Mapping[str, torch.Tensor], model: torch.nn.Module, limit: int = 3) -> str:
-    """One line saying which keys are missing, unexpected or of another shape ('' if none)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatches", shapes)):
-        if items:
-            shown = ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
-            parts.append(f"{len(items)} {label} ({shown})")
-    return "; ".join(parts)
-
-
 def load_weights(
     model: InceptionTransformer,
     source: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -89,7 +71,7 @@ def load_weights(
                 state[f"head.{key}"] = value
         for key in [k for k in state if k.startswith("head.") and k.removeprefix("head.") not in head]:
             del state[key]
-    problem = describe_mismatch(state, model)
+    problem = describe_mismatch(state, model.state_dict())
     if problem:
         where = f"{source}" if not isinstance(source, Mapping) else "the given state_dict"
         raise UserError(f"weights in {where} do not fit this model: {problem}; pass the --model they were made for")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from shared.checkpoint import load_checkpoint, unwrap_state_dict
+from shared.checkpoint import describe_mismatch, load_checkpoint, unwrap_state_dict
 from shared.errors import UserError
 
 IdentityShortcut = Literal["preact", "input"]
@@ -167,20 +167,12 @@ def _backbone_state(model: nn.Module, path: str | Path) -> dict[str, torch.Tenso
     loaded = unwrap_state_dict(load_checkpoint(path), source=f"weights file {path}")
     given = {k: v for k, v in loaded.items() if not k.startswith("fc.")}
     own = model.state_dict()
-    expected = {k for k in own if not k.startswith("fc.")}
-    missing, unexpected = sorted(expected - given.keys()), sorted(given.keys() - expected)
-    if missing or unexpected:
+    problem = describe_mismatch(given, {k: v for k, v in own.items() if not k.startswith("fc.")})
+    if problem:
         raise UserError(
-            f"weights file {path} does not match torchvision ResNet-50: {len(missing)} missing keys "
-            f"{missing[:3]}, {len(unexpected)} unexpected keys {unexpected[:3]}; pass a torchvision ResNet-50 "
+            f"weights file {path} does not match torchvision ResNet-50: {problem}; pass a torchvision ResNet-50 "
             "ImageNet state_dict"
         )
-    for key, value in given.items():
-        if value.shape != own[key].shape:
-            raise UserError(
-                f"weights file {path}: {key} has shape {tuple(value.shape)}, ResNet-50 needs {tuple(own[key].shape)}; "
-                "pass a torchvision ResNet-50 ImageNet state_dict"
-            )
     return given | {k: v for k, v in own.items() if k.startswith("fc.")}
 
 

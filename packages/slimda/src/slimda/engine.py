@@ -140,9 +140,7 @@ def make_optimizer(bank: ModelBank, config: TrainConfig) -> torch.optim.SGD:
 def average_gradients(parameters: list[nn.Parameter]) -> None:
     """Mean of every gradient over the processes, in one flat all-reduce (the DDP step)."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    torch.distributed.all_reduce(flat)
-    flat /= distributed.get_world_size()
+    flat = distributed.all_reduce_mean(torch.cat([g.reshape(-1) for g in grads]))
     offset = 0
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))

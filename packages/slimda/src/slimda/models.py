@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.checkpoint import load_checkpoint, unwrap_state_dict
+from shared.checkpoint import describe_mismatch, load_checkpoint, unwrap_state_dict
 from shared.errors import UserError
 
 
@@ -334,15 +334,7 @@ def load_torchvision_weights(bank: ModelBank, path: Path) -> None:
         raise UserError("--weights loads torchvision ResNet weights; the slimcnn backbone has none (drop --weights)")
     loaded = unwrap_state_dict(load_checkpoint(path), source=f"{path} (torchvision {bank.backbone_name} weights)")
     state = {k: v for k, v in loaded.items() if not k.startswith("fc.")}
-    expected = bank.backbone.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise UserError(
-            f"{path} does not match torchvision {bank.backbone_name} key names "
-            f"({len(missing)} missing, e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
-        )
-    wrong = [k for k, v in state.items() if v.shape != expected[k].shape]
-    if wrong:
-        raise UserError(f"{path}: {len(wrong)} tensors have the wrong shape for {bank.backbone_name}, e.g. {wrong[0]}")
+    problem = describe_mismatch(state, bank.backbone.state_dict())
+    if problem:
+        raise UserError(f"{path} does not match torchvision {bank.backbone_name} key names and shapes: {problem}")
     bank.backbone.load_state_dict(state)

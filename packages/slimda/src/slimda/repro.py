@@ -28,8 +28,9 @@ from shared.device import resolve_device, seed_everything
 from shared.errors import UserError
 from shared.logging import Progress, get_logger
 from shared.report import format_mean_std, markdown_table, mean_std, write_results
-from slimda.cli import bank_widths, check_budgets, load_domains, make_evaluator, run_selection
+from slimda.cli import bank_widths, check_budgets, evaluate_widths, load_domains, make_evaluator, run_selection
 from slimda.config import EMBEDDED, build_config
+from slimda.data import Domain
 from slimda.engine import Trainer
 from slimda.flops import count_macs, parse_budget
 from slimda.models import Arch, ModelBank
@@ -66,6 +67,7 @@ def repro_parser() -> cli.ArgumentParser:
 
 def run_one(
     dataset: str,
+    domains: tuple[Domain, Domain],
     preset: str,
     variant: str,
     seed: int,
@@ -74,9 +76,9 @@ def run_one(
     samples: int,
     budgets: list[float],
 ) -> dict:
-    """Train one bank, evaluate every width; on SlimDA banks also run the UPEM selection."""
+    """Train one bank on ``domains`` (source, target), evaluate every width; on SlimDA banks also run UPEM."""
     config = build_config(preset, dataset, iterations=iterations, **VARIANTS[variant])
-    source, target = load_domains(dataset, None, None, None, None, config.image_size)
+    source, target = domains
     seed_everything(seed)
     bank = ModelBank(config.backbone, source.num_classes)
     trainer = Trainer(config, bank, source.images, source.labels, target.images, device, seed)
@@ -86,15 +88,15 @@ def run_one(
     seconds = time.monotonic() - started
     evaluator = make_evaluator(bank, config, source, target, device)
     full = count_macs(bank, bank.full_arch(), config.crop)
-    widths = {}
-    for w in bank_widths(config):
-        arch = Arch.uniform(w, bank.num_groups)
-        accuracy = evaluator.accuracy(evaluator.outputs(arch))
-        widths[f"{w:g}"] = {
-            "accuracy": accuracy[config.head],
-            "by_head": accuracy,
-            "macs_fraction": count_macs(bank, arch, config.crop) / full,
+    accuracy = evaluate_widths(evaluator, bank, bank_widths(config))
+    widths = {
+        f"{w:g}": {
+            "accuracy": accuracy[f"{w:g}"][config.head],
+            "by_head": accuracy[f"{w:g}"],
+            "macs_fraction": count_macs(bank, Arch.uniform(w, bank.num_groups), config.crop) / full,
         }
+        for w in bank_widths(config)
+    }
     record = {
         "variant": variant,
         "seed": seed,
@@ -120,6 +122,7 @@ def repro(argv: Sequence[str] | None = None) -> dict:
     log = get_logger()
     started = time.monotonic()
     runs: dict[str, list[dict]] = {v: [] for v in variants}
+    domains = load_domains(args.dataset, None, None, None, None, build_config(args.preset, args.dataset).image_size)
     for seed in range(args.seeds):
         for variant in variants:
             path = args.out / "runs" / f"{variant}-seed{seed}.json"
@@ -127,7 +130,7 @@ def repro(argv: Sequence[str] | None = None) -> dict:
                 record = json.loads(path.read_text())
             else:
                 record = run_one(
-                    args.dataset, args.preset, variant, seed, args.iterations, device, args.samples, budgets
+                    args.dataset, domains, args.preset, variant, seed, args.iterations, device, args.samples, budgets
                 )
                 save_json(path, record)
             widths = record["widths"]
