@@ -1,9 +1,10 @@
 """Every cross-package job of the monorepo: tests, lint, demo, build.
 
-    nox -s demo           the main job: every landed package's `<name>-repro --seeds 1`
-    nox -s lint tests     every test: lint and repo rules, then one fresh environment per distribution
-    nox -s tests-shared   one distribution's tests (`nox -l` lists them)
-    nox -s build          sdist + wheel of every distribution, each wheel imported in a clean env
+    nox -s demo               the main job: every landed package's `<name>-repro --seeds 1`
+    nox -s demo -- iformer    only the named packages
+    nox -s lint tests build   every test: lint and repo rules, one fresh environment per distribution, packaging
+    nox -s tests-shared       one distribution's tests (`nox -l` lists them)
+    nox -s build              sdist + wheel of every distribution, each wheel's modules imported in a clean env
 
 Each test session installs only `./shared` and its own package, so each package is proven
 installable on its own. uv hard-links torch from its cache, so a fresh environment takes seconds;
@@ -16,12 +17,14 @@ import json
 import shutil
 import sys
 import time
+import tomllib
+import zipfile
 from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "build"]
 
 ROOT = Path(__file__).resolve().parent
 CONSTRAINTS = ("-c", "constraints.txt")
@@ -47,8 +50,17 @@ def _install_spec(name: str) -> list[str]:
     return ["./shared", f"./packages/{name}[test]"]
 
 
+def _remove_build_folders(*names: str) -> None:
+    """setuptools' in-tree ``build/`` folders of ``names`` (default: all): a module deleted from ``src/`` would
+    live on in them and be packed into the next wheel."""
+    for name, folder in distributions().items():
+        if not names or name in names:
+            shutil.rmtree(folder / "build", ignore_errors=True)
+
+
 def _add_test_session(name: str, folder: Path) -> None:
     def run_tests(session: nox.Session) -> None:
+        _remove_build_folders(name)
         session.install(*CONSTRAINTS, *_install_spec(name))
         session.run(
             "pytest",
@@ -86,15 +98,20 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: each landed package's `<name>-repro --seeds 1` into demo/, then a summary table."""
+    """The main job: each landed package's `<name>-repro --seeds 1` into demo/, then a summary (`-- NAME`: those)."""
     landed = packages()
+    unknown = sorted(set(session.posargs) - set(landed))
+    if unknown:
+        session.error(f"no package named {', '.join(unknown)}: choose from {', '.join(landed)}")
+    chosen = [name for name in landed if name in session.posargs] if session.posargs else list(landed)
     out = ROOT / "demo"
-    if not landed:
+    if not chosen:
         session.log("no package has landed yet: nothing to demo (see README.md for the plan)")
         return
-    session.install(*CONSTRAINTS, "./shared", *(f"./packages/{name}" for name in landed))
+    _remove_build_folders(*chosen)
+    session.install(*CONSTRAINTS, "./shared", *(f"./packages/{name}[plot]" for name in chosen))
     rows = []
-    for name in landed:
+    for name in chosen:
         target = out / name
         shutil.rmtree(target, ignore_errors=True)  # the demo's own output of an earlier run
         start = time.monotonic()
@@ -105,14 +122,18 @@ def demo(session: nox.Session) -> None:
             status = "FAILED"
         seconds = time.monotonic() - start
         headline = _headline(target / "results.json") if status == "ok" else "see the log above"
-        rows.append((name, status, f"{seconds:.0f}", headline))
-    summary = _markdown_table(["package", "status", "seconds", "headline"], rows)
+        figure = f"[figure]({name}/results.png)" if (target / "results.png").is_file() else "no figure"
+        rows.append((name, status, f"{seconds:.0f}", headline, figure))
+    summary = _markdown_table(["package", "status", "seconds", "headline", "figure"], rows)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(f"# reprozoo demo (--seeds 1)\n\n{summary}\n")
     print(f"\n{summary}\n", file=sys.stderr, flush=True)
     failed = [row[0] for row in rows if row[1] != "ok"]
     if failed:
         session.error(f"repro failed for: {', '.join(failed)}")
+    missing = [row[0] for row in rows if row[4] == "no figure"]
+    if missing:
+        session.error(f"no results.png from: {', '.join(missing)}")
 
 
 def _headline(results: Path) -> str:
@@ -130,21 +151,38 @@ def _markdown_table(headers: list[str], rows: list[tuple[str, ...]]) -> str:
 
 @nox.session
 def build(session: nox.Session) -> None:
-    """sdist + wheel of every distribution into dist/, each wheel installed in a clean env and imported."""
+    """sdist + wheel of every distribution into dist/; each wheel installed in a clean env, every module imported.
+
+    Also checks what a release needs: the licence inside each wheel, ``__version__`` equal to the pyproject's
+    version, and that `uv pip install packages/<name>` resolves reprozoo-shared from this checkout.
+    """
     session.install("uv")
     dist = ROOT / "dist"
     shutil.rmtree(dist, ignore_errors=True)
+    _remove_build_folders()
     for name, folder in distributions().items():
-        session.run("uv", "build", "--sdist", "--wheel", "--out-dir", str(dist / name), str(folder))
+        session.run("uv", "build", "--quiet", "--sdist", "--wheel", "--out-dir", str(dist / name), str(folder))
     shared_wheel = _one(dist / "shared", "*.whl")
-    for name in distributions():
-        venv = Path(session.create_tmp()) / f"clean-{name}"
-        shutil.rmtree(venv, ignore_errors=True)
-        session.run("uv", "venv", "--quiet", "--python", sys.executable, str(venv))
-        python = str(venv / "bin" / "python")
-        wheels = {str(shared_wheel), str(_one(dist / name, "*.whl"))}
-        session.run("uv", "pip", "install", "--quiet", "--python", python, *CONSTRAINTS, *sorted(wheels))
-        session.run(python, "-I", "-c", IMPORT_EVERY_MODULE.format(name=name), external=True)
+    empty = _clean_venv(session, "empty")  # the README's one-package install line resolves in it
+    for name, folder in distributions().items():
+        wheel = _one(dist / name, "*.whl")
+        _check_wheel(session, wheel)
+        python = _clean_venv(session, name)
+        wheels = sorted({str(shared_wheel), str(wheel)})
+        session.run("uv", "pip", "install", "--quiet", "--python", python, *CONSTRAINTS, *wheels)
+        version = _pyproject_version(folder)
+        session.run(python, "-I", "-c", IMPORT_EVERY_MODULE.format(name=name, version=version), external=True)
+        if name != "shared":  # `uv pip install packages/<name>` finds reprozoo-shared through [tool.uv.sources]
+            source = str(folder.relative_to(ROOT))
+            session.run("uv", "pip", "install", "--dry-run", "--quiet", "--python", empty, *CONSTRAINTS, source)
+
+
+def _clean_venv(session: nox.Session, name: str) -> str:
+    """A new, empty virtual environment in the session's tmp folder; returns its python."""
+    venv = Path(session.create_tmp()) / f"clean-{name}"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run("uv", "venv", "--quiet", "--python", sys.executable, str(venv))
+    return str(venv / "bin" / "python")
 
 
 IMPORT_EVERY_MODULE = """
@@ -152,8 +190,20 @@ import importlib, pkgutil, {name} as top
 names = [m.name for m in pkgutil.walk_packages(top.__path__, "{name}.")]
 for module in names:
     importlib.import_module(module)
+assert top.__version__ == "{version}", f"__version__ {{top.__version__}} != pyproject version {version}"
 print("{name}", top.__version__, "and", len(names), "modules import from", top.__file__)
 """
+
+
+def _check_wheel(session: nox.Session, wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        licences = [n for n in archive.namelist() if ".dist-info/licenses/" in n and n.endswith("LICENSE")]
+    if not licences:
+        session.error(f"{wheel.name} ships no LICENSE (license-files in its pyproject.toml)")
+
+
+def _pyproject_version(folder: Path) -> str:
+    return tomllib.loads((folder / "pyproject.toml").read_text())["project"]["version"]
 
 
 def _one(folder: Path, pattern: str) -> Path:

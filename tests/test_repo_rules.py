@@ -6,6 +6,8 @@
 - The dependency rule: ``shared`` imports no package of this repo; a package imports ``shared``
   and never another package of this repo.
 - Every package has the anatomy the demo and CI rely on.
+- Layering: ``cli.py`` is the outermost module of a package; no module of the package imports it.
+- Packaging: the licence ships in every distribution, the version is written once (in ``pyproject.toml``).
 """
 
 from __future__ import annotations
@@ -105,6 +107,55 @@ def anatomy_problems(name: str, folder: Path) -> list[str]:
     return problems
 
 
+def cli_import_problems(name: str, folder: Path) -> list[str]:
+    """Modules of ``src/<name>`` (``cli.py`` aside) that import ``<name>.cli``: the CLI is the outermost layer.
+
+    The tests are not modules of the package and may drive the CLI.
+    """
+    problems = []
+    source = folder / "src" / name
+    for path in sorted(source.rglob("*.py")):
+        if path == source / "cli.py":
+            continue
+        package = ".".join([name, *path.parent.relative_to(source).parts])
+        if f"{name}.cli" in imported_modules(ast.parse(path.read_text(), filename=str(path)), package):
+            problems.append(f"{path.relative_to(folder.parent)}: imports {name}.cli (cli.py is the outermost layer)")
+    return problems
+
+
+def imported_modules(tree: ast.AST, package: str) -> set[str]:
+    """Absolute names of the modules (and of the submodules named by ``from X import y``) a module imports."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def packaging_problems(name: str, folder: Path, root: Path) -> list[str]:
+    """The licence file shipped, the version written once, a changelog heading for it."""
+    project = tomllib.loads((folder / "pyproject.toml").read_text()).get("project", {})
+    problems = []
+    licence = folder / "LICENSE"
+    if project.get("license-files") != ["LICENSE"] or not licence.is_file():
+        problems.append(f'{folder}: ship the licence: license-files = ["LICENSE"] and a LICENSE file')
+    elif licence.read_bytes() != (root / "LICENSE").read_bytes():
+        problems.append(f"{licence}: differs from the repository's LICENSE")
+    init = folder / "src" / name / "__init__.py"
+    if init.is_file() and re.search(r"^__version__\s*=\s*[\"']", init.read_text(), re.MULTILINE):
+        problems.append(f"{init}: __version__ is a literal; read it with importlib.metadata.version")
+    changelog = folder / "CHANGELOG.md"
+    version = project.get("version")
+    if changelog.is_file() and not re.search(rf"^## {re.escape(str(version))}\b", changelog.read_text(), re.MULTILINE):
+        problems.append(f"{changelog}: no '## {version}' heading for the version in pyproject.toml")
+    return problems
+
+
 # --- the real tree -------------------------------------------------------------------------------
 
 DISTS = distributions(ROOT)
@@ -124,6 +175,16 @@ def test_dependency_rule(name):
 @pytest.mark.parametrize("name", sorted(set(DISTS) - {"shared"}) or [pytest.param("none", marks=pytest.mark.skip)])
 def test_package_anatomy(name):
     assert anatomy_problems(name, DISTS[name]) == []
+
+
+@pytest.mark.parametrize("name", sorted(set(DISTS) - {"shared"}) or [pytest.param("none", marks=pytest.mark.skip)])
+def test_no_module_imports_the_cli(name):
+    assert cli_import_problems(name, DISTS[name]) == []
+
+
+@pytest.mark.parametrize("name", sorted(DISTS))
+def test_packaging(name):
+    assert packaging_problems(name, DISTS[name], ROOT) == []
 
 
 def test_unknown_package_folders_are_flagged():
@@ -172,3 +233,43 @@ def test_cross_package_import_is_caught(tmp_path):
 def test_shared_importing_a_package_is_caught(tmp_path):
     _write(tmp_path / "shared" / "src" / "shared" / "data.py", "def f():\n    import iformer.models\n")
     assert len(import_problems("shared", tmp_path / "shared", REPO_NAMES)) == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "from iformer.cli import train_command",
+        "from iformer import cli",
+        "import iformer.cli",
+        "from iformer import cli as icli, models",
+        "from . import cli",
+        "from .cli import COMMANDS",
+        "def f():\n    from iformer.cli import train_command",
+    ],
+)
+def test_a_module_importing_the_cli_is_caught(tmp_path, line):
+    package = tmp_path / "iformer"
+    _write(package / "src" / "iformer" / "cli.py", "from iformer import engine\n")
+    _write(package / "src" / "iformer" / "repro.py", f"import torch\n{line}\n")
+    problems = cli_import_problems("iformer", package)
+    assert len(problems) == 1 and "repro.py: imports iformer.cli" in problems[0]
+
+
+def test_clean_layering_and_the_cli_itself_pass(tmp_path):
+    package = tmp_path / "iformer"
+    _write(package / "src" / "iformer" / "cli.py", "from iformer import engine, repro\nfrom . import config\n")
+    _write(package / "src" / "iformer" / "repro.py", "from iformer.engine import fit\nfrom iformer import clip\n")
+    _write(package / "src" / "iformer" / "sub" / "x.py", "from . import cli\n")  # sub.cli, not iformer.cli
+    _write(package / "tests" / "test_cli.py", "from iformer import cli\n")
+    assert cli_import_problems("iformer", package) == []
+
+
+def test_packaging_problems_are_caught(tmp_path):
+    (tmp_path / "LICENSE").write_text("Apache")
+    package = tmp_path / "iformer"
+    _write(package / "pyproject.toml", '[project]\nname = "reprozoo-iformer"\nversion = "0.2.0"\n')
+    _write(package / "src" / "iformer" / "__init__.py", '__version__ = "0.2.0"\n')
+    _write(package / "CHANGELOG.md", "# Changelog\n\n## 0.1.0\n")
+    problems = packaging_problems("iformer", package, tmp_path)
+    assert len(problems) == 3
+    assert "ship the licence" in problems[0] and "literal" in problems[1] and "'## 0.2.0'" in problems[2]

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -141,3 +142,55 @@ def test_main_returns_argparse_exit_codes(capsys):
     assert wrapped(["--help"]) == 0
     assert wrapped(["--epochs", "many"]) == 2
     assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_common_args_can_leave_out_workers_and_epochs():
+    parser = cli.ArgumentParser(prog="toy-train")
+    parser.add_common_args(workers=False, epochs=False)
+    args = parser.parse_args([])
+    assert not hasattr(args, "workers") and not hasattr(args, "epochs") and args.batch_size is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--epochs", "3"])
+
+
+def test_repro_parser_and_setup(tmp_path, monkeypatch, capsys):
+    import torch
+
+    parser = cli.repro_parser("toy-repro", "toy", {"demo": "minutes", "small": "longer"})
+    parser.add_argument("--noise", default="sym80")
+    args = parser.parse_args(["--out", str(tmp_path / "r"), "--threads", "1", "--preset", "small"])
+    assert (args.seeds, args.preset, args.device, args.noise) == (3, "small", "auto", "sym80")
+    threads = torch.get_num_threads()
+    try:
+        out, device = cli.repro_setup(args, "toy")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert out == tmp_path / "r" and out.is_dir() and device.type in ("cpu", "cuda", "mps")
+    assert cli.repro_setup(args, "toy")[0] == out  # an existing --out is continued (its runs are reused)
+    monkeypatch.chdir(tmp_path)
+    default = cli.repro_setup(parser.parse_args(["--device", "cpu"]), "toy")[0]
+    assert default.parent == Path("runs") / "toy-repro"
+    for bad, message in ((["--seeds", "0"], "--seeds"), (["--threads", "0"], "--threads")):
+        with pytest.raises(UserError, match=message):
+            cli.repro_setup(parser.parse_args(bad), "toy")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--preset", "paper"])
+    assert "small: longer" in " ".join(parser.format_help().split())
+
+
+def test_run_repro_parses_sets_up_runs_and_prints(tmp_path, capsys):
+    calls = []
+
+    def run(out, device, *, seeds, preset, epochs):
+        calls.append((out, device.type, seeds, preset, epochs))
+        (out / "results.md").write_text("# toy results\n")
+        return {"headline": "ok"}
+
+    parser = cli.repro_parser("toy-repro", "toy", {"demo": "100% of nothing"})  # a % in the help is kept
+    parser.add_argument("--epochs", type=int, default=None)
+    argv = ["--out", str(tmp_path / "r"), "--seeds", "2", "--device", "cpu", "--epochs", "4"]
+    assert cli.run_repro(parser, argv, "toy", run, "epochs") == {"headline": "ok"}
+    assert calls == [(tmp_path / "r", "cpu", 2, "demo", 4)]
+    assert capsys.readouterr().out.startswith("# toy results")
+    assert "100% of nothing" in parser.format_help()

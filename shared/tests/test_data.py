@@ -99,3 +99,80 @@ def test_bad_loader_options():
         data.make_loader(dataset, 0)
     with pytest.raises(UserError, match="workers"):
         data.make_loader(dataset, 2, workers=-1)
+
+
+# --- image files ----------------------------------------------------------------------------------------------
+
+
+def _png(path, value, size=(6, 4), mode="RGB"):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value).save(path)
+    return path
+
+
+def test_list_image_folder_labels_by_sorted_class_and_skips_non_images(tmp_path):
+    _png(tmp_path / "cat" / "b.png", (10, 20, 30))
+    _png(tmp_path / "cat" / "nested" / "a.JPG", (1, 2, 3))
+    _png(tmp_path / "ant" / "x.png", (5, 5, 5))
+    (tmp_path / "ant" / "notes.txt").write_text("not an image")
+    (tmp_path / ".hidden").mkdir()
+    items, classes = data.list_image_folder(tmp_path)
+    assert classes == ["ant", "cat"]
+    assert [(p.relative_to(tmp_path).as_posix(), label) for p, label in items] == [
+        ("ant/x.png", 0),
+        ("cat/b.png", 1),
+        ("cat/nested/a.JPG", 1),
+    ]
+    # a test split gets the train split's labels, and a class it lacks has no images
+    items, classes = data.list_image_folder(tmp_path, classes=["bee", "cat"])
+    assert classes == ["bee", "cat"] and {label for _, label in items} == {1}
+
+
+def test_list_image_folder_without_images_is_a_clear_error(tmp_path):
+    (tmp_path / "cat").mkdir()
+    with pytest.raises(UserError, match="holds no images in class folders"):
+        data.list_image_folder(tmp_path)
+    with pytest.raises(UserError, match="not found"):
+        data.list_image_folder(tmp_path / "absent")
+
+
+def test_open_image_and_read_images(tmp_path):
+    first = _png(tmp_path / "a.png", (255, 0, 0), size=(8, 8))
+    second = _png(tmp_path / "b.png", 128, size=(4, 4), mode="L")
+    assert data.open_image(second).mode == "RGB" and data.open_image(first, "L").mode == "L"
+    rgb = data.read_images([first, second], size=8)
+    assert rgb.shape == (2, 3, 8, 8) and rgb.dtype == torch.uint8
+    assert rgb[0, :, 0, 0].tolist() == [255, 0, 0] and rgb[1].unique().tolist() == [128]
+    gray = data.read_images([first, second], size=4, mode="L", workers=1)
+    assert gray.shape == (2, 1, 4, 4)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(UserError, match=r"cannot read image .*broken\.jpg .*: delete or replace the file"):
+        data.read_images([first, broken], size=8)
+    with pytest.raises(UserError, match="no images"):
+        data.read_images([], size=8)
+
+
+def test_read_image_list_and_missing_images(tmp_path):
+    _png(tmp_path / "images" / "with space.png", (0, 0, 0))
+    listing = tmp_path / "list.txt"
+    listing.write_text("images/with space.png 3\n\nimages/absent.png 0\n")
+    items = data.read_image_list(listing)
+    assert items == [("images/with space.png", 3), ("images/absent.png", 0)]
+    with pytest.raises(UserError, match=r"1 of 2 images listed in list\.txt are missing .*images/absent\.png"):
+        data.require_images(tmp_path, [p for p, _ in items], "list.txt")
+    data.require_images(tmp_path, [items[0][0]], "list.txt")
+    listing.write_text("images/a.png three\n")
+    with pytest.raises(UserError, match=r"list\.txt:1 is not 'relative/path\.jpg <label>'"):
+        data.read_image_list(listing)
+    listing.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UserError, match="not UTF-8"):
+        data.read_image_list(listing)
+
+
+def test_image_file_dataset_decodes_on_access(tmp_path):
+    items, classes = data.list_image_folder(_png(tmp_path / "c0" / "a.png", (9, 9, 9)).parents[1])
+    dataset = data.ImageFileDataset(items, classes, transform=lambda image: image.size)
+    assert len(dataset) == 1 and dataset[0] == ((6, 4), 0) and dataset.targets == [0] and dataset.classes == ["c0"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.device import autocast, channels_last, grad_scaler, resolve_device, seed_everything
+from shared.device import AmpScaler, autocast, resolve_device, seed_everything
 from shared.errors import UserError
 
 
@@ -44,7 +44,8 @@ def test_autocast_cpu_bf16_and_disabled_noop():
         assert (a @ b).dtype == torch.bfloat16
     with pytest.raises(UserError, match="AMP dtype"):
         autocast(cpu, dtype="fp8")
-    assert not grad_scaler(cpu).is_enabled()
+    assert not AmpScaler(cpu).enabled and not AmpScaler(cpu, enabled=False, dtype="fp16").enabled
+    assert AmpScaler(cpu, dtype="fp16").enabled  # fp16 needs loss scaling wherever it runs
 
 
 def test_seed_everything_repeats_every_rng():
@@ -54,9 +55,3 @@ def test_seed_everything_repeats_every_rng():
 
     assert draw(3) == draw(3)
     assert draw(3) != draw(4)
-
-
-def test_channels_last():
-    conv = channels_last(torch.nn.Conv2d(3, 8, 3))
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert channels_last(torch.nn.Conv2d(3, 8, 3), enabled=False).weight.is_contiguous()

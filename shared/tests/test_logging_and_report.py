@@ -1,5 +1,7 @@
+import dataclasses
 import io
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +33,12 @@ def test_progress_prints_plain_lines_off_a_tty():
         progress.update(loss=1.0 / (i + 1))
     lines = stream.getvalue().splitlines()
     assert lines == ["epoch 1 1/3 loss=1", "epoch 1 2/3 loss=0.5", "epoch 1 3/3 loss=0.3333"]
+
+
+def test_progress_disabled_passes_the_items_through():
+    stream = io.StringIO()
+    assert list(Progress(range(3), every_s=0, stream=stream, enabled=False)) == [0, 1, 2]
+    assert stream.getvalue() == ""
 
 
 def test_progress_silent_off_main_rank(monkeypatch):
@@ -84,3 +92,79 @@ def test_metrics_rewind_drops_what_was_logged_after_the_checkpoint(tmp_path):
     assert read_metrics(tmp_path / "metrics.jsonl")[-1] == {"iteration": 15, "loss": 2.0}
     MetricsWriter(tmp_path / "absent.jsonl").rewind("iteration", 0)  # nothing logged yet: nothing to do
     assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_run_cache_reuses_only_the_same_version_and_configuration(tmp_path):
+    from shared.report import RunCache
+
+    calls = []
+
+    def compute(value):
+        def run():
+            calls.append(value)
+            return {"acc": value}
+
+        return run
+
+    cache = RunCache(tmp_path / "runs", version="1.0")
+    assert cache.run("a", {"lr": 0.1, "widths": (1, 0.5)}, compute(1)) == {"acc": 1}
+    assert cache.run("a", {"lr": 0.1, "widths": [1, 0.5]}, compute(2)) == {"acc": 1}  # tuples read back as lists
+    assert cache.run("a", {"lr": 0.2, "widths": [1, 0.5]}, compute(3)) == {"acc": 3}  # another configuration
+    assert RunCache(tmp_path / "runs", version="1.1").run("a", {"lr": 0.2, "widths": [1, 0.5]}, compute(4)) == {
+        "acc": 4
+    }  # written by another version of the code
+    assert calls == [1, 3, 4]
+    (tmp_path / "runs" / "b.json").write_text("{not json")
+    assert cache.run("b", {}, compute(5)) == {"acc": 5}
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        lr: float
+        out: Path
+
+    assert cache.run("c", {"config": Config(0.1, Path("x"))}, compute(6)) == {"acc": 6}
+    assert cache.run("c", {"config": Config(0.1, Path("x"))}, compute(7)) == {"acc": 6}
+    assert cache.run("c", {"config": Config(0.2, Path("x"))}, compute(8)) == {"acc": 8}
+    assert json.loads((tmp_path / "runs" / "c.json").read_text())["config"] == {"config": {"lr": 0.2, "out": "x"}}
+
+    folder = cache.fresh_folder("c")
+    (folder / "old.pt").write_text("left by an older run")
+    assert cache.fresh_folder("c") == tmp_path / "runs" / "c" and not any(folder.iterdir())
+
+
+def test_figures_and_results_markdown(tmp_path):
+    pytest.importorskip("matplotlib")
+    from shared.report import plot_bars, plot_lines
+
+    bars = plot_bars(
+        tmp_path / "bars.png",
+        ["a", "b"],
+        {"ours": [[1.0, 2.0], [3.0]], "theirs": [[0.5], [1.0, 1.2]]},
+        ylabel="acc",
+        title="t",
+    )
+    lines = plot_lines(
+        tmp_path / "lines.png", [0.5, 0.8], {"ours": [[1.0], [2.0, 2.5]]}, xlabel="x", ylabel="y", title="t"
+    )
+    for figure in (bars, lines):
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = write_results(tmp_path, title="Toy", table="| a |", headline="h", results={}, figure=bars)
+    assert "![Toy](bars.png)" in md.read_text()
+    assert "](" not in write_results(tmp_path, title="Toy", table="| a |", headline="h", results={}).read_text()
+
+
+def test_figures_without_matplotlib_are_skipped_with_a_note(tmp_path, monkeypatch):
+    import builtins
+
+    from shared.report import plot_bars
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert plot_bars(tmp_path / "x.png", ["a"], {"s": [[1.0]]}, ylabel="y", title="t") is None
+    assert not (tmp_path / "x.png").exists()

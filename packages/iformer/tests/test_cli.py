@@ -19,7 +19,7 @@ FAST = ["--img-size", "16", "--quiet"]
 
 
 def train(*argv):
-    return cli.train([str(a) for a in argv])
+    return cli.train_command([str(a) for a in argv])
 
 
 def run(command, argv, capsys):
@@ -30,7 +30,7 @@ def run(command, argv, capsys):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "demo"
-    results = cli.train(["--out", str(out), "--epochs", "3", "--quiet"])
+    results = cli.train_command(["--out", str(out), "--epochs", "3", "--quiet"])
     return out, results
 
 
@@ -46,7 +46,7 @@ def test_default_preset_learns_the_digits(trained):
 def test_eval_reproduces_the_final_test_score(trained, capsys):
     out, results = trained
     for weights in (out / "model.pt", out / "checkpoint-00000003.pt"):
-        metrics = cli.evaluate_weights(["--weights", str(weights)])
+        metrics = cli.eval_command(["--weights", str(weights)])
         assert metrics["top1"] == pytest.approx(results["test_top1"])
     assert '"top1"' in capsys.readouterr().out
 
@@ -64,10 +64,10 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_resume_without_checkpoint_and_overwrite_refused(tmp_path, capsys):
-    code, err = run(cli.train, ["--out", tmp_path / "empty", "--resume", *FAST], capsys)
+    code, err = run(cli.train_command, ["--out", tmp_path / "empty", "--resume", *FAST], capsys)
     assert code == 2 and "no checkpoint" in err
     train("--out", tmp_path / "done", "--epochs", "1", *FAST)
-    code, err = run(cli.train, ["--out", tmp_path / "done", "--epochs", "1", *FAST], capsys)
+    code, err = run(cli.train_command, ["--out", tmp_path / "done", "--epochs", "1", *FAST], capsys)
     assert code == 2 and "already holds a run" in err
 
 
@@ -99,28 +99,28 @@ def test_imagefolder_training_with_the_paper_augmentations(tmp_path):
     argv += ["--aa", "rand-m9-mstd0.5-inc1", "--mixup", "0.8", "--cutmix", "1.0", "--smoothing", "0.1"]
     results = train(*argv, "--reprob", "0.25", "--out", tmp_path / "run", "--quiet")
     assert results["num_classes"] == 2 and results["test_top1"] is not None
-    metrics = cli.evaluate_weights(["--weights", str(tmp_path / "run" / "model.pt"), "--data", str(data)])
+    metrics = cli.eval_command(["--weights", str(tmp_path / "run" / "model.pt"), "--data", str(data)])
     assert metrics["top1"] == pytest.approx(results["test_top1"])
 
 
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     cases = []
-    cases.append((cli.evaluate_weights, ["--weights", tmp_path / "nope.pth"], "--weights not found"))
+    cases.append((cli.eval_command, ["--weights", tmp_path / "nope.pth"], "--weights not found"))
     cut = tmp_path / "cut.pth"
     torch.save(create_model("tiny_test").state_dict(), cut)
     cut.write_bytes(cut.read_bytes()[:3000])
-    cases.append((cli.evaluate_weights, ["--weights", cut], "corrupt or truncated"))
+    cases.append((cli.eval_command, ["--weights", cut], "corrupt or truncated"))
     tiny = tmp_path / "tiny.pth"
     torch.save(create_model("tiny_test", num_classes=10).state_dict(), tiny)
-    cases.append((cli.evaluate_weights, ["--weights", tiny, "--model", "iformer_small"], "do not fit this model"))
+    cases.append((cli.eval_command, ["--weights", tiny, "--model", "iformer_small"], "do not fit this model"))
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "a.png").write_bytes(b"")
-    cases.append((cli.train, ["--data", tmp_path / "flat", "--out", tmp_path / "r1"], "flat"))
-    cases.append((cli.train, ["--img-size", "40", "--out", tmp_path / "r2"], "not supported"))
-    cases.append((cli.train, ["--model", "iformer_tiny"], "invalid choice"))
-    cases.append((cli.train, ["--epochs", "0", "--out", tmp_path / "r3"], "--epochs must be >= 1"))
-    cases.append((cli.bench, ["--modes", "fast"], "--modes"))
-    cases.append((cli.bench, ["--img-size", "200"], "--img-size 200: input size 200x200 is not supported"))
+    cases.append((cli.train_command, ["--data", tmp_path / "flat", "--out", tmp_path / "r1"], "flat"))
+    cases.append((cli.train_command, ["--img-size", "40", "--out", tmp_path / "r2"], "not supported"))
+    cases.append((cli.train_command, ["--model", "iformer_tiny"], "invalid choice"))
+    cases.append((cli.train_command, ["--epochs", "0", "--out", tmp_path / "r3"], "--epochs must be >= 1"))
+    cases.append((cli.bench_command, ["--modes", "fast"], "--modes"))
+    cases.append((cli.bench_command, ["--img-size", "200"], "--img-size 200: input size 200x200 is not supported"))
     for command, argv, expected in cases:
         code, err = run(command, argv, capsys)
         assert code == 2, (argv, err)
@@ -137,8 +137,10 @@ def test_console_scripts_answer_help():
 
 
 def test_info_and_bench(capsys):
-    cli.info(["--model", "iformer_small"])
+    cli.info_command(["--model", "iformer_small"])
     text = capsys.readouterr().out
     assert "19,866,344 parameters, 373 keys" in text and "64/32 64/32 64/32" in text
-    cli.bench(["--model", "tiny_test", "--img-size", "32", "--batch-size", "2", "--rounds", "1", "--iters", "1"])
+    cli.bench_command(
+        ["--model", "tiny_test", "--img-size", "32", "--batch-size", "2", "--rounds", "1", "--iters", "1"]
+    )
     assert "ratio" in capsys.readouterr().out

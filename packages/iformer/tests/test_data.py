@@ -98,7 +98,7 @@ def test_image_folder_missing(tmp_path):
 
 def test_image_folder_rejects_a_flat_folder(tmp_path):
     _rgb().save(tmp_path / "a.png")
-    with pytest.raises(UserError, match=r"is not an ImageFolder tree <root>/<class>/<image>") as err:
+    with pytest.raises(UserError, match=r"holds no images in class folders <root>/<class>/<image>") as err:
         image_folder(tmp_path)
     assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
 
@@ -106,7 +106,7 @@ def test_image_folder_rejects_a_flat_folder(tmp_path):
 def test_image_folder_rejects_class_folders_without_images(tmp_path):
     (tmp_path / "cat").mkdir()
     (tmp_path / "cat" / "notes.txt").write_text("no images here")
-    with pytest.raises(UserError, match="not an ImageFolder tree"):
+    with pytest.raises(UserError, match="holds no images in class folders"):
         image_folder(tmp_path)
 
 
@@ -116,7 +116,7 @@ def test_corrupt_image_names_the_file(tiny_tree, kind):
     good = (tiny_tree / "dog" / "1.png").read_bytes()
     bad.write_bytes(b"not an image at all" if kind == "garbage" else good[: len(good) // 2])
     dataset = image_folder(tiny_tree)
-    index = [path for path, _ in dataset.samples].index(str(bad))
+    index = [path for path, _ in dataset.samples].index(bad)
     with pytest.raises(UserError) as err:
         dataset[index]
     assert str(bad) in str(err.value) and "\n" not in str(err.value)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from iformer import create_model
 from iformer.engine import build_optimizer, evaluate, learning_rate, soft_target_cross_entropy, train_one_epoch
+from shared.device import AmpScaler
 
 SCHEDULE = {"lr": 1e-3, "min_lr": 1e-6, "warmup_lr": 1e-6, "warmup_epochs": 5, "epochs": 300}
 
@@ -60,9 +61,10 @@ def test_a_few_epochs_lower_the_loss_and_evaluate_counts():
     model = create_model("tiny_test", num_classes=2, img_size=16)
     optimizer = build_optimizer(model, 2e-3, 0.05)
     device = torch.device("cpu")
-    first = train_one_epoch(model, batches, optimizer, device)
+    scaler = AmpScaler(device)
+    first = train_one_epoch(model, batches, optimizer, scaler, device)
     for _ in range(6):
-        last = train_one_epoch(model, batches, optimizer, device)
+        last = train_one_epoch(model, batches, optimizer, scaler, device)
     assert last < first
     metrics = evaluate(model, batches, device)
     assert metrics["top5"] == 100.0 and 50.0 <= metrics["top1"] <= 100.0

@@ -10,10 +10,7 @@ import torch.nn.functional as F
 from iformer import InceptionTransformer, create_model, iformer_small, list_models
 from iformer.models import IFormerBlock
 
-FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "iformer"
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"official fixtures not found at {FIXTURES} (they live beside the repository)"
-)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # made from the official release (fixtures/README.md)
 
 PARAMS = {
     "iformer_small": 19_866_344,
@@ -73,7 +70,6 @@ def test_small_per_component_counts_and_arguments():
     assert count(on_meta("iformer_small", in_chans=1, num_classes=10)) == 19_484_330
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", [n for n in PARAMS if n != "tiny_test"])
 def test_state_dict_equals_official_manifest(name):
     manifest = json.loads((FIXTURES / "official_state_dict_manifest.json").read_text())[name]
@@ -92,7 +88,6 @@ def test_layer_scale_only_in_stages_3_and_4_and_frequency_ramp():
     assert model.blocks3[0].layer_scale_1.eq(1e-6).all()
 
 
-@needs_fixtures
 def test_golden_official_outputs_reproduced():
     golden = torch.load(FIXTURES / "tiny_official_golden.pt", weights_only=True)
     model = InceptionTransformer(**golden["config"])

@@ -1,4 +1,4 @@
-"""Backbones: exact parameter/key counts (spec §3.1, §3.3), official key names, output shapes, WRN quirk."""
+"""Backbones: exact parameter/key counts of the official release, official key names, output shapes, WRN quirk."""
 
 import pytest
 import torch
@@ -49,7 +49,7 @@ def test_parameter_and_key_counts(name, kwargs, params, keys):
 
 
 def test_tsn_counts_from_mobilenetv2_half_body():
-    # TSN = MBv2 ×0.5 (CIFAR stem) + bias-free Linear(1280 → d): spec §3.1 totals.
+    # TSN = MBv2 ×0.5 (CIFAR stem) + bias-free Linear(1280 → d): the official totals.
     with torch.device("meta"):
         body = n_params(build_backbone("mobilenetv2_x0.5_cifar"))
     assert {d: body + 1280 * d for d in (128, 512, 1280)} == {128: 851_520, 512: 1_343_040, 1280: 2_326_080}

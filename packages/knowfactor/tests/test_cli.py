@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from knowfactor import cli
-from knowfactor.data import write_synthetic_dsprites
+from knowfactor import cli, engine
 from shared.checkpoint import load_checkpoint
 from shared.cli import main
 from shared.logging import read_metrics
@@ -34,12 +33,6 @@ def same_state(a: dict, b: dict) -> bool:
 
 
 @pytest.fixture(scope="module")
-def sprites(tmp_path_factory) -> Path:
-    """A small dSprites-lite in the real .npz layout (224 train / 96 test images), read by the real reader."""
-    return write_synthetic_dsprites(tmp_path_factory.mktemp("data") / "dsprites.npz", n=320, seed=0)
-
-
-@pytest.fixture(scope="module")
 def common(sprites) -> list:
     # the default config (dsprites_tiny, demo preset); the teacher and KF runs see the same --tasks
     return ["--data", sprites, "--tasks", ",".join(TASKS), "--device", "cpu", "--quiet"]
@@ -49,9 +42,12 @@ def common(sprites) -> list:
 def runs(tmp_path_factory, common) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     teacher, kf = root / "teacher", root / "kf"
-    assert run(cli.train, ["--method", "teacher", "--epochs", "1", "--out", teacher, *common]) == 0
+    assert run(cli.train_command, ["--method", "teacher", "--epochs", "1", "--out", teacher, *common]) == 0
     assert (
-        run(cli.train, ["--method", "kf", "--epochs", "1", "--teacher", teacher / "teacher.pt", "--out", kf, *common])
+        run(
+            cli.train_command,
+            ["--method", "kf", "--epochs", "1", "--teacher", teacher / "teacher.pt", "--out", kf, *common],
+        )
         == 0
     )
     return {"teacher": teacher, "kf": kf}
@@ -63,9 +59,9 @@ def resumed(tmp_path_factory, runs, common) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("resume")
     argv = ["--method", "kf", "--epochs", "2", "--seed", "1", "--teacher", runs["teacher"] / "teacher.pt", *common]
     straight, interrupted = root / "straight", root / "interrupted"
-    assert run(cli.train, [*argv, "--out", straight]) == 0
+    assert run(cli.train_command, [*argv, "--out", straight]) == 0
 
-    original, calls = cli.train_epoch, []
+    original, calls = engine.train_epoch, []
 
     def interrupt_in_epoch_2(*args, **kwargs):
         calls.append(1)
@@ -74,15 +70,15 @@ def resumed(tmp_path_factory, runs, common) -> dict[str, Path]:
         return original(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "train_epoch", interrupt_in_epoch_2)
-        assert run(cli.train, [*argv, "--out", interrupted]) == 130
+        patch.setattr(engine, "train_epoch", interrupt_in_epoch_2)
+        assert run(cli.train_command, [*argv, "--out", interrupted]) == 130
     assert sorted(p.name for p in interrupted.iterdir()) == ["checkpoint-00000001.pt", "config.json", "metrics.jsonl"]
-    assert run(cli.train, [*argv, "--out", interrupted, "--resume"]) == 0
+    assert run(cli.train_command, [*argv, "--out", interrupted, "--resume"]) == 0
     return {"straight": straight, "resumed": interrupted}
 
 
 def evaluate(weights: Path, sprites: Path) -> dict:
-    return cli.evaluate_file(["--weights", str(weights), "--data", str(sprites), "--device", "cpu"])
+    return cli.eval_command(["--weights", str(weights), "--data", str(sprites), "--device", "cpu"])
 
 
 # --- the main pipeline --------------------------------------------------------------------------------------------
@@ -133,7 +129,7 @@ def test_assembled_factors_evaluate_like_the_factor_networks(runs, sprites, tmp_
     reference = evaluate(runs["kf"] / "kf.pt", sprites)["tasks"]
     for order in (TASKS, TASKS[::-1], ["scale"]):
         multi = tmp_path / f"multi-{'-'.join(order)}.pt"
-        assert run(cli.assemble_files, ["--factors", *(factors / f"{t}.pt" for t in order), "--out", multi]) == 0
+        assert run(cli.assemble_command, ["--factors", *(factors / f"{t}.pt" for t in order), "--out", multi]) == 0
         saved = load_checkpoint(multi)
         assert saved["kind"] == "assembled" and saved["tasks"] == order
         report = evaluate(multi, sprites)
@@ -143,21 +139,21 @@ def test_assembled_factors_evaluate_like_the_factor_networks(runs, sprites, tmp_
 def test_assemble_refuses_a_factor_of_another_run(runs, resumed, tmp_path, capsys):
     other = resumed["straight"] / "factors" / "scale.pt"  # same tasks and config, another seed
     multi = tmp_path / "multi.pt"
-    code = run(cli.assemble_files, ["--factors", runs["kf"] / "factors" / "shape.pt", other, "--out", multi])
+    code = run(cli.assemble_command, ["--factors", runs["kf"] / "factors" / "shape.pt", other, "--out", multi])
     err = capsys.readouterr().err
     assert code == 2 and "another CKN" in err and len(err.strip().splitlines()) == 1
     assert not multi.exists()
     same = runs["kf"] / "factors" / "shape.pt"
-    assert run(cli.assemble_files, ["--factors", same, same, "--out", multi]) == 2
+    assert run(cli.assemble_command, ["--factors", same, same, "--out", multi]) == 2
     assert "repeat a task" in capsys.readouterr().err
-    assert run(cli.assemble_files, ["--factors", runs["kf"] / "kf.pt", "--out", multi]) == 2
+    assert run(cli.assemble_command, ["--factors", runs["kf"] / "kf.pt", "--out", multi]) == 2
     assert "not a factor network file" in capsys.readouterr().err and not multi.exists()
 
 
 def test_kd_baseline_trains_against_the_teacher(runs, common, sprites, tmp_path):
     out = tmp_path / "kd"
     argv = ["--method", "kd", "--epochs", "1", "--teacher", runs["teacher"] / "teacher.pt", "--out", out, *common]
-    assert run(cli.train, argv) == 0
+    assert run(cli.train_command, argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == "kd" and list(results["tasks"]) == TASKS
     assert set(read_metrics(out / "metrics.jsonl")[0]) >= {"loss_kd", "loss_cls", "loss"}
@@ -179,6 +175,31 @@ def test_resume_equals_an_uninterrupted_run(resumed):
     assert results[0]["tasks"] == results[1]["tasks"]
 
 
+def test_demo_trains_its_teacher_first_and_resumes_it(common, tmp_path):
+    """kf without --teacher (demo preset): a teacher with the setting's recipe is trained into OUT/teacher first."""
+    out = tmp_path / "kf"
+    original, calls = engine.train_epoch, []
+
+    def interrupt_the_teacher(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "train_epoch", interrupt_the_teacher)
+        assert run(cli.train_command, ["--method", "kf", "--epochs", "1", "--out", out, *common]) == 130
+    assert not (out / "teacher" / "teacher.pt").exists() and (out / "teacher" / "checkpoint-00000002.pt").is_file()
+    # the KF run has no checkpoint yet: started again, it resumes its teacher at epoch 3
+    assert run(cli.train_command, ["--method", "kf", "--epochs", "1", "--out", out, *common]) == 0
+    teacher = [r["epoch"] for r in read_metrics(out / "teacher" / "metrics.jsonl")]
+    assert teacher == list(range(1, 9))  # the dsprites_tiny recipe: 8 epochs, each once
+    assert json.loads((out / "results.json").read_text())["method"] == "kf"
+    weights = load_checkpoint(out / "kf.pt")["state_dict"]
+    inside = {k.removeprefix("teacher."): v for k, v in weights.items() if k.startswith("teacher.")}
+    assert same_state(inside, load_checkpoint(out / "teacher" / "teacher.pt")["state_dict"])
+
+
 # --- bad input: one line, exit code 2 ---------------------------------------------------------------------------
 
 
@@ -195,24 +216,36 @@ def test_bad_input_is_one_line_and_exit_code_2(runs, common, sprites, tmp_path, 
     kf = ["--method", "kf", "--epochs", "1"]
     cases = [
         # a named teacher that is not there (the small preset never trains one itself)
-        (cli.train, [*kf, "--preset", "small", "--config", "dsprites_tiny", *data, "--teacher", missing], str(missing)),
-        (cli.train, [*kf, "--preset", "small", "--config", "dsprites_tiny", *data], "needs --teacher"),
+        (
+            cli.train_command,
+            [*kf, "--preset", "small", "--config", "dsprites_tiny", *data, "--teacher", missing],
+            str(missing),
+        ),
+        (cli.train_command, [*kf, "--preset", "small", "--config", "dsprites_tiny", *data], "needs --teacher"),
         # a teacher trained on 2 tasks used for 3, or for 2 other tasks
-        (cli.train, [*kf, *data, "--tasks", "shape,scale,orientation", "--teacher", teacher], "has 2 task head(s)"),
-        (cli.train, [*kf, *data, "--tasks", "shape,orientation", "--teacher", teacher], "trained on tasks"),
-        (cli.train, [*kf, *data, "--tasks", "shape,posX", "--teacher", teacher], "trained on tasks"),
-        (cli.train, [*kf, *data, "--tasks", "shape,scale", "--teacher", teacher, "--batch-size", "5000"], "exceeds"),
-        (cli.train, [*kf, *data, "--tasks", "shape,scale", "--teacher", corrupt], "corrupt"),
-        (cli.train, [*kf, "--data", not_a_zip, "--teacher", teacher], "not a readable .npz"),
-        (cli.train, [*kf, "--data", no_latents, "--teacher", teacher], "latents_classes"),
-        (cli.train, [*kf, *data, "--tasks", "shape,colour", "--teacher", teacher], "unknown task"),
-        (cli.train, [*kf, *data, "--epochs", "0"], "--epochs"),
-        (cli.train, [*kf, *data, "--batch-size", "0"], "--batch-size"),
-        (cli.evaluate_file, ["--weights", tmp_path / "none.pt"], "none.pt"),
-        (cli.evaluate_file, ["--weights", corrupt], "corrupt"),
+        (
+            cli.train_command,
+            [*kf, *data, "--tasks", "shape,scale,orientation", "--teacher", teacher],
+            "has 2 task head(s)",
+        ),
+        (cli.train_command, [*kf, *data, "--tasks", "shape,orientation", "--teacher", teacher], "trained on tasks"),
+        (cli.train_command, [*kf, *data, "--tasks", "shape,posX", "--teacher", teacher], "trained on tasks"),
+        (
+            cli.train_command,
+            [*kf, *data, "--tasks", "shape,scale", "--teacher", teacher, "--batch-size", "5000"],
+            "exceeds",
+        ),
+        (cli.train_command, [*kf, *data, "--tasks", "shape,scale", "--teacher", corrupt], "corrupt"),
+        (cli.train_command, [*kf, "--data", not_a_zip, "--teacher", teacher], "not a readable .npz"),
+        (cli.train_command, [*kf, "--data", no_latents, "--teacher", teacher], "latents_classes"),
+        (cli.train_command, [*kf, *data, "--tasks", "shape,colour", "--teacher", teacher], "unknown task"),
+        (cli.train_command, [*kf, *data, "--epochs", "0"], "--epochs"),
+        (cli.train_command, [*kf, *data, "--batch-size", "0"], "--batch-size"),
+        (cli.eval_command, ["--weights", tmp_path / "none.pt"], "none.pt"),
+        (cli.eval_command, ["--weights", corrupt], "corrupt"),
     ]
     for index, (command, argv, message) in enumerate(cases):
-        out = [] if command is not cli.train else ["--out", tmp_path / f"run{index}"]
+        out = [] if command is not cli.train_command else ["--out", tmp_path / f"run{index}"]
         code = run(command, [*argv, *out])
         err = capsys.readouterr().err
         assert code == 2, (argv, err)
@@ -223,7 +256,7 @@ def test_bad_input_is_one_line_and_exit_code_2(runs, common, sprites, tmp_path, 
     # a finished run is never overwritten
     before = (runs["kf"] / "kf.pt").read_bytes()
     argv = [*kf, *common, "--teacher", teacher, "--out", runs["kf"]]
-    assert run(cli.train, argv) == 2
+    assert run(cli.train_command, argv) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (runs["kf"] / "kf.pt").read_bytes() == before
 
@@ -261,12 +294,15 @@ def test_every_console_script_answers_help():
         assert helps[name].startswith(f"usage: {name}"), helps[name][:200]
     for option in ("--method", "--teacher", "--tasks", "--beta", "--official-teacher-bn", "--preset", "--resume"):
         assert option in helps["knowfactor-train"]
+    assert "--workers" not in helps["knowfactor-train"]  # the data sit in memory: no loader processes
     assert "--factors" in helps["knowfactor-assemble"] and "--weights" in helps["knowfactor-eval"]
+    for option in ("--seeds", "--preset", "--device", "--threads", "--epochs", "small"):
+        assert option in helps["knowfactor-repro"]
 
 
 def test_mixed_precision_kf_epoch_on_cpu(runs, common, tmp_path):
     """--amp trains under bf16 autocast on CPU; the loss terms stay finite."""
     argv = ["--method", "kf", "--epochs", "1", "--amp", "--teacher", runs["teacher"] / "teacher.pt"]
-    assert run(cli.train, [*argv, "--out", tmp_path / "amp", *common]) == 0
+    assert run(cli.train_command, [*argv, "--out", tmp_path / "amp", *common]) == 0
     record = read_metrics(tmp_path / "amp" / "metrics.jsonl")[0]
     assert all(math.isfinite(record[k]) for k in ("loss", "loss_cls", "loss_infomax", "loss_kd"))

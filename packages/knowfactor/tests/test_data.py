@@ -21,6 +21,7 @@ from knowfactor.data import (
     load_cifar10,
     load_dsprites,
     load_image_folder,
+    load_multitask,
     load_shapes3d,
     mnist_one_vs_rest,
     select_tasks,
@@ -301,3 +302,28 @@ def test_select_tasks():
         select_tasks(d, ["a", "z"])
     with pytest.raises(UserError, match="distinct"):
         select_tasks(d, ["a", "a"])
+
+
+# --- by name: a setting's dataset ----------------------------------------------------------------------------------
+
+
+def test_load_multitask_reads_selects_and_resizes(sprites):
+    data = load_multitask("dsprites", sprites, tasks=("scale", "shape"), image_size=32)
+    full = load_dsprites(sprites)
+    assert data.task_names == ["scale", "shape"] and torch.equal(data.y_test, full.y_test[:, [1, 0]])
+    assert data.x_train.shape == (210, 1, 32, 32)
+    assert torch.allclose(data.x_train, torch.nn.functional.avg_pool2d(full.x_train, 2))  # area = 2x2 mean
+
+
+@pytest.mark.parametrize(
+    ("dataset", "path", "message"),
+    [
+        ("cifar10", None, "needs --data"),
+        ("imagenet", None, "needs --data"),
+        ("digits", Path("digits.npz"), "embedded"),
+        ("svhn", None, "unknown dataset"),
+    ],
+)
+def test_load_multitask_refuses(dataset, path, message):
+    with pytest.raises(UserError, match=message):
+        load_multitask(dataset, path)

@@ -1,5 +1,5 @@
-"""KF models: whole-model counts (spec §3.2), the official key layout (§3.3), the loss dict and where its
-gradients flow (§2.4), the teacher's mode (§2.5), factor networks and their assembly (§2.2)."""
+"""KF models: whole-model counts and the key layout of the official release, the loss dict and where its
+gradients flow, the teacher's mode, factor networks and their assembly."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from knowfactor.configs import CONFIGS, build_kd, build_kf, build_student, build_teacher, get_config
+from knowfactor.config import CONFIGS, get_config
 from knowfactor.engine import build_optimizer
-from knowfactor.models import KFModel, KFStudent, assemble, factor_network
+from knowfactor.models import (
+    KFModel,
+    KFStudent,
+    assemble,
+    build_kd,
+    build_kf,
+    build_student,
+    build_teacher,
+    factor_network,
+)
 from shared.errors import UserError
 
 LOSS_KEYS = {"loss_infomax", "loss_kd", "loss_cls", "loss_task", "loss_infomin"}
@@ -47,7 +56,7 @@ def with_running_stats(student: KFStudent, x: torch.Tensor) -> KFStudent:
     return student.eval()
 
 
-# --- spec §3.2: whole-model counts per official config ----------------------------------------------------------
+# --- whole-model counts per official config ---------------------------------------------------------------------------
 
 # teacher, CKN, TSN, head (= head_task), projectors, factor network at inference
 COUNTS = {
@@ -58,7 +67,7 @@ COUNTS = {
     "imagenet_r18_to_mbv2": (11_689_512, 2_223_872, 2_326_080, 1_281_000, 2_531_200, 5_830_952),
     "imagenet_r50_to_r18": (25_557_032, 11_176_512, 1_343_040, 513_000, 1_723_904, 13_032_552),
 }
-# §3.3 key counts: CKN, TSN, teacher backbone
+# official key counts: CKN, TSN, teacher backbone
 KEY_COUNTS = {
     "cifar10_wrn28_2_to_r18": (120, 313, 168),
     "cifar10_wrn28_2_to_mbv2": (312, 313, 168),
@@ -77,7 +86,7 @@ def paper_kf(name: str) -> KFModel:
 
 
 @pytest.mark.parametrize("name", list(COUNTS))
-def test_whole_model_counts_equal_spec(name):
+def test_whole_model_counts_equal_the_release(name):
     model = paper_kf(name)
     student = model.student
     counted = (
@@ -99,7 +108,7 @@ def test_whole_model_counts_equal_spec(name):
     assert len(model.teacher.backbone.state_dict()) == teacher_keys
 
 
-# --- spec §3.3: state_dict layout -------------------------------------------------------------------------------
+# --- state_dict layout ------------------------------------------------------------------------------------------------
 
 
 def test_kf_state_dict_has_the_official_layout():
@@ -181,7 +190,7 @@ def test_student_needs_one_tsn_per_task():
         KFStudent(ckn, [tsn], 64, [3, 6])
 
 
-# --- spec §2.4: the loss dict and its gradients ------------------------------------------------------------------
+# --- the loss dict and its gradients ----------------------------------------------------------------------------------
 
 
 def test_forward_train_returns_the_five_official_terms_finite_and_in_range():
@@ -218,7 +227,7 @@ def test_gradient_flows_to_student_and_projectors_only():
     assert held == {id(p) for n, p in model.named_parameters() if not n.startswith("teacher.")}
 
 
-# which parts each term reaches (spec §2.2/§2.4): z_c levels feed the projector term, z_c + z_i the heads,
+# which parts each term reaches: z_c levels feed the projector term, z_c + z_i the heads,
 # z_i alone the task heads and the bottleneck
 REACHES = {
     "loss_infomax": {"CKN", "feat_fcs"},
@@ -252,7 +261,7 @@ def test_each_term_reaches_only_its_parts(term):
     assert reached == REACHES[term]
 
 
-# --- spec §2.5: teacher mode --------------------------------------------------------------------------------------
+# --- teacher mode -----------------------------------------------------------------------------------------------------
 
 
 def _teacher_maps(model: KFModel, x: torch.Tensor) -> list[torch.Tensor]:
@@ -299,7 +308,7 @@ def test_official_teacher_bn_uses_batch_statistics_while_training():
     assert not any(m.training for m in model.teacher.modules())
 
 
-# --- training lowers the loss; several tasks work (the release crashes for N > 1) ---------------------------------
+# --- training lowers the loss; several tasks work (the release crashes for N > 1) -------------------------------------
 
 
 def test_a_few_kf_steps_lower_the_loss_with_two_tasks():
@@ -323,7 +332,7 @@ def test_a_few_kf_steps_lower_the_loss_with_two_tasks():
     assert history[-1]["loss_infomax"] < history[0]["loss_infomax"]
 
 
-# --- spec §2.2: factor networks and assembly ----------------------------------------------------------------------
+# --- factor networks and assembly -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

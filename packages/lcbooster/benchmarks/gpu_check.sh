@@ -14,7 +14,9 @@ echo "== lcbooster-bench: one full DivideMix epoch, 50k CIFAR-sized images, PreA
 $py -m lcbooster.cli bench --device cuda --full 2>&1 | tee "$out/bench_full_fp32.txt"
 $py -m lcbooster.cli bench --device cuda --full --amp 2>&1 | tee "$out/bench_full_amp.txt"
 $py -m lcbooster.cli bench --device cuda --full --method lcbooster --amp 2>&1 | tee "$out/bench_full_lcb_amp.txt"
-echo "== lcbooster-train on CUDA with fp16 + GradScaler, under torchrun (nccl, 1 process), then resume"
+echo "== lcbooster-bench --transforms: batched RandAugmentMC / AutoAugment vs their per-sample torchvision form"
+$py -m lcbooster.cli bench --device cuda --transforms --batch-size 512 2>&1 | tee "$out/bench_transforms.txt"
+echo "== lcbooster-train on CUDA with fp16 + AmpScaler, under torchrun (nccl, 1 process), then resume"
 $py -m torch.distributed.run --standalone --nproc_per_node=1 -m lcbooster.cli train --dataset digits --noise sym80 \
   --device cuda --amp --epochs 6 --warmup-epochs 2 --relabel-epochs 4 --out /tmp/lcb-cuda --quiet --no-progress \
   && $py -c "import json; print(json.load(open('/tmp/lcb-cuda/results.json')))"

@@ -25,7 +25,7 @@ FAST += ["--batch-size", "64", "--device", "cpu", "--quiet"]
 
 
 def _train(out: Path, *extra: str) -> int:
-    return main(lcli.train)([*FAST, "--out", str(out), *extra])
+    return main(lcli.train_command)([*FAST, "--out", str(out), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_train_writes_a_complete_run(trained):
 
 
 def test_eval_reproduces_the_last_test_accuracy(trained, capsys):
-    assert main(lcli.evaluate_file)(["--weights", str(trained / "final.pt"), "--device", "cpu"]) == 0
+    assert main(lcli.eval_command)(["--weights", str(trained / "final.pt"), "--device", "cpu"]) == 0
     shown = json.loads(capsys.readouterr().out)
     last = read_metrics(trained / "metrics.jsonl")[-1]
     assert shown["test_acc"] == pytest.approx(last["test_acc"])
@@ -93,7 +93,7 @@ def test_checkpoint_holds_the_corrected_labels(trained):
 
 def test_make_noise_writes_both_formats_and_never_overwrites(tmp_path, capsys):
     out = tmp_path / "sym80.npy"
-    make = main(lcli.make_noise)
+    make = main(lcli.make_noise_command)
     assert make(["--dataset", "digits", "--ratio", "0.8", "--out", str(out)]) == 0
     assert "label accuracy 0.2" in capsys.readouterr().out
     assert np.load(out).shape == (2, 1442)
@@ -108,7 +108,7 @@ def test_train_with_a_noise_file_uses_it(tmp_path):
     save_noisy_labels(tmp_path / "noise.json", labels)
     out = tmp_path / "run"
     argv = [*FAST, "--method", "ce", "--epochs", "1", "--noise-file", str(tmp_path / "noise.json"), "--out", str(out)]
-    assert main(lcli.train)(argv) == 0
+    assert main(lcli.train_command)(argv) == 0
     assert np.array_equal(np.load(out / "noisy_labels.npy")[1], labels)
 
 
@@ -127,7 +127,7 @@ def test_cifar_pickles_train_lcbooster_with_randaugment(tmp_path):
     argv += ["--warmup-epochs", "1", "--relabel-epochs", "2", "--batch-size", "8", "--device", "cpu", "--quiet"]
     argv += ["--model", "small_cnn"]  # the reader, the CIFAR views and RandAugment are what is tested here
     argv += ["--out", str(tmp_path / "run")]
-    assert main(lcli.train)(argv) == 0
+    assert main(lcli.train_command)(argv) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
     assert (config["model"], config["strong_aug"], config["lambda_u"], config["p_threshold"]) == (
         "small_cnn",
@@ -166,30 +166,32 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     garbage.write_bytes(b"not a numpy file")
     cifar100 = _tiny_cifar(tmp_path / "c100", "cifar100")
     cases = {
-        "noise file length": (lcli.train, [*FAST, "--noise-file", str(short), "--out", str(tmp_path / "a")]),
-        "garbage noise file": (lcli.train, [*FAST, "--noise-file", str(garbage), "--out", str(tmp_path / "b")]),
-        "noise rate": (lcli.train, [*FAST, "--noise", "sym150", "--out", str(tmp_path / "c")]),
+        "noise file length": (lcli.train_command, [*FAST, "--noise-file", str(short), "--out", str(tmp_path / "a")]),
+        "garbage noise file": (lcli.train_command, [*FAST, "--noise-file", str(garbage), "--out", str(tmp_path / "b")]),
+        "noise rate": (lcli.train_command, [*FAST, "--noise", "sym150", "--out", str(tmp_path / "c")]),
         "make-noise rate": (
-            lcli.make_noise,
+            lcli.make_noise_command,
             ["--dataset", "digits", "--ratio", "1.5", "--out", str(tmp_path / "n.npy")],
         ),
         "wrong CIFAR kind": (
-            lcli.train,
+            lcli.train_command,
             ["--setting", "c10-sym80", "--data", str(cifar100.parent), "--out", str(tmp_path / "d")],
         ),
-        "no CIFAR data": (lcli.train, ["--setting", "c10-sym80", "--out", str(tmp_path / "e")]),
-        "missing weights": (lcli.evaluate_file, ["--weights", str(tmp_path / "nope.pt")]),
-        "not a run file": (lcli.evaluate_file, ["--weights", str(short)]),
-        "resume nothing": (lcli.train, [*FAST, "--resume", "--out", str(tmp_path / "f")]),
-        "relabel epochs": (lcli.train, [*FAST, "--relabel-epochs", "x", "--out", str(tmp_path / "g")]),
+        "no CIFAR data": (lcli.train_command, ["--setting", "c10-sym80", "--out", str(tmp_path / "e")]),
+        "missing weights": (lcli.eval_command, ["--weights", str(tmp_path / "nope.pt")]),
+        "not a run file": (lcli.eval_command, ["--weights", str(short)]),
+        "resume nothing": (lcli.train_command, [*FAST, "--resume", "--out", str(tmp_path / "f")]),
+        "relabel epochs": (lcli.train_command, [*FAST, "--relabel-epochs", "x", "--out", str(tmp_path / "g")]),
     }
     for name, (command, argv) in cases.items():
         assert main(command)(argv) == 2, name
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, (name, err)
-    assert "100" in _error_of(lcli.train, [*FAST, "--noise-file", str(short), "--out", str(tmp_path / "h")], capsys)
+    assert "100" in _error_of(
+        lcli.train_command, [*FAST, "--noise-file", str(short), "--out", str(tmp_path / "h")], capsys
+    )
     assert "CIFAR-100" in _error_of(
-        lcli.train, [*cases["wrong CIFAR kind"][1][:-2], "--out", str(tmp_path / "i")], capsys
+        lcli.train_command, [*cases["wrong CIFAR kind"][1][:-2], "--out", str(tmp_path / "i")], capsys
     )
 
 
@@ -200,5 +202,5 @@ def _error_of(command, argv, capsys) -> str:
 
 def test_mixed_precision_epoch_on_cpu(tmp_path):
     out = tmp_path / "amp"
-    assert main(lcli.train)([*FAST, "--epochs", "2", "--relabel-epochs", "2", "--amp", "--out", str(out)]) == 0
+    assert main(lcli.train_command)([*FAST, "--epochs", "2", "--relabel-epochs", "2", "--amp", "--out", str(out)]) == 0
     assert len(read_metrics(out / "metrics.jsonl")) == 2

@@ -16,13 +16,12 @@ from lcbooster.data import (
     CIFAR100_MEAN,
     ImageList,
     ImageListDataset,
-    check_images_exist,
     embedded_dataset,
     load_cifar,
     load_clothing1m,
     load_embedded,
+    load_images,
     load_webvision,
-    read_label_file,
     write_cifar_pickles,
 )
 from shared.data import load_digits, load_mnist5k
@@ -206,6 +205,16 @@ def test_embedded_mnist5k():
     assert "mnist5k, digits" in _user_error(lambda: embedded_dataset("cifar10"))
 
 
+def test_load_images_picks_the_reader(cifar10):
+    folder = cifar10[0]
+    assert "needs --data" in _user_error(lambda: load_images("cifar10"))
+    data = load_images("cifar10", folder.parent)
+    assert data.name == "cifar10" and data.flip and len(data.x_train) == 20
+    other = load_images("digits", folder)  # CIFAR-style pickles of another dataset: read, never flipped
+    assert not other.flip and torch.equal(other.x_train, data.x_train)
+    assert load_images("digits").x_train.shape == (1442, 1, 8, 8)
+
+
 def _save_image(path, size=(12, 10), color=(200, 30, 60)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, color).save(path)
@@ -234,24 +243,24 @@ def test_clothing1m_lists(clothing):
     assert lists["val"].paths == ["images/2/01/e.jpg"] and lists["val"].labels.tolist() == [7]
     assert lists["test"].labels.tolist() == [5, 4] and lists["test"].root == clothing
     for image_list in lists.values():
-        check_images_exist(image_list)
+        image_list.require_images()
 
     (clothing / "images/0/00/a.jpg").unlink()
-    message = _user_error(lambda: check_images_exist(lists["test"]))
-    assert "1 of 2" in message and "images/0/00/a.jpg" in message
+    message = _user_error(lambda: lists["test"].require_images())
+    assert "1 of 2" in message and "images/0/00/a.jpg" in message and "clean_test_key_list.txt" in message
 
     (clothing / "clean_val_key_list.txt").write_text("images/2/01/e.jpg\nimages/9/zz.jpg\n")
     assert "images/9/zz.jpg" in _user_error(lambda: load_clothing1m(clothing))
     (clothing / "noisy_label_kv.txt").write_text("images/0/00/a.jpg 3\n\nimages/0/01/b.jpg three\n")
     message = _user_error(lambda: load_clothing1m(clothing))
-    assert "noisy_label_kv.txt line 3" in message
+    assert "noisy_label_kv.txt:3" in message and "three" in message
     (clothing / "clean_test_key_list.txt").unlink()
     assert "clean_test_key_list.txt" in _user_error(lambda: load_clothing1m(clothing))
 
 
 def test_missing_images_listing_is_limited(tmp_path):
     image_list = ImageList(tmp_path, [f"img{i}.png" for i in range(8)], np.zeros(8, dtype=np.int64))
-    message = _user_error(lambda: check_images_exist(image_list, limit=3))
+    message = _user_error(lambda: image_list.require_images(limit=3))
     assert "8 of 8" in message and "img2.png" in message and "img3.png" not in message
 
 
@@ -266,8 +275,12 @@ def test_webvision_lists(tmp_path):
     assert lists["train"].labels.tolist() == [0, 49]
     assert lists["val"].paths == ["val_images_256/val000001.jpg"] and lists["val"].labels.tolist() == [12]
     assert len(load_webvision(tmp_path, num_classes=1000)["train"]) == 4
+    message = _user_error(lambda: lists["val"].require_images())
+    assert "info/val_filelist.txt" in message and "val_images_256/val000001.jpg" in message
+    _save_image(tmp_path / "val_images_256/val000001.jpg")
+    lists["val"].require_images()
     (tmp_path / "info/val_filelist.txt").write_text("val000001.jpg\n")
-    assert "line 1" in _user_error(lambda: read_label_file(tmp_path / "info/val_filelist.txt"))
+    assert "val_filelist.txt:1" in _user_error(lambda: load_webvision(tmp_path))
 
 
 def test_image_list_dataset(tmp_path):

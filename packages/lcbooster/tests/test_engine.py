@@ -1,4 +1,4 @@
-"""The co-divide engine on tiny digits: phases, gradient routing, index bookkeeping, views (spec §3, §10)."""
+"""The co-divide engine on tiny digits: phases, gradient routing, index bookkeeping, views."""
 
 import dataclasses
 import warnings
@@ -23,6 +23,7 @@ def digits():
 
 def _trainer(digits, method="lcbooster", seed=0, **overrides) -> CoTrainer:
     values = {"epochs": 4, "warmup_epochs": 1, "relabel_epochs": [3], "batch_size": 16, "warmup_batch_size": 32}
+    values |= {"seed": seed}
     with warnings.catch_warnings():  # overriding λu warns (Table 7); expected here
         warnings.simplefilter("ignore")
         config = build_config("digits", "sym50", method, "demo", **(values | overrides))
@@ -32,7 +33,7 @@ def _trainer(digits, method="lcbooster", seed=0, **overrides) -> CoTrainer:
     data = TrainData(digits.x_train[:COUNT], noisy, digits.x_test[:100], digits.y_test[:100], 10, views, clean)
     torch.manual_seed(seed)
     nets = [build_model("small_cnn", 10, 1) for _ in range(1 if method == "ce" else 2)]
-    return CoTrainer(config, nets, data, torch.device("cpu"), seed=seed, progress=False)
+    return CoTrainer(config, nets, data, torch.device("cpu"), progress=False)
 
 
 @pytest.mark.parametrize("method", ["ce", "dividemix", "lcbooster"])
@@ -169,14 +170,13 @@ def test_config_dataclass_replace_keeps_validation_fields(digits):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("method", ["dividemix", "lcbooster"])
 def test_cuda_epochs_with_fp16_match_the_cpu_bookkeeping(digits, method):
-    """On CUDA with fp16 + GradScaler: the phases run, images stay on the GPU, the correction runs."""
+    """On CUDA with fp16 + AmpScaler: the phases run, images stay on the GPU, the correction runs."""
     trainer = _trainer(digits, method, strong_aug="digits")
-    cuda = CoTrainer(
-        trainer.config, trainer.cores, trainer.data, torch.device("cuda"), seed=0, amp=True, progress=False
-    )
+    config = dataclasses.replace(trainer.config, amp=True)
+    cuda = CoTrainer(config, trainer.cores, trainer.data, torch.device("cuda"), progress=False)
     assert cuda.data.images.is_cuda
     records = [cuda.run_epoch(epoch) for epoch in (1, 2, 3)]
     assert records[1]["phase"] == "cotrain" and 0 < records[1]["n_labeled_1"] < COUNT
     assert all(0 <= r["test_acc"] <= 100 for r in records)
     assert ("relabel_overwritten" in records[2]) == (method == "lcbooster")
-    assert cuda.scalers[0].is_enabled()
+    assert cuda.scalers[0].enabled and cuda.state()["scalers"][0]["scale"] > 0

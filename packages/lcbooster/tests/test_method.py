@@ -1,4 +1,4 @@
-"""The method's pieces against hand-computed values (spec §3, §10 unit tests)."""
+"""The method's pieces against hand-computed values: DivideMix's losses, the GMM, the correction, the ramp."""
 
 import math
 import warnings
@@ -188,6 +188,10 @@ def test_config_rejects_impossible_options_and_warns_on_table7():
         build_config("cifar10", "sym150", "lcbooster", "paper")
     with pytest.raises(UserError, match="warmup"):
         build_config("mnist5k", "sym80", "dividemix", "demo", warmup_epochs=40, epochs=30)
+    with pytest.raises(UserError, match="CIFAR recipe"):
+        build_config("digits", "sym80", "lcbooster", "paper")
+    with pytest.raises(UserError, match="unknown preset"):
+        build_config("digits", "sym80", "lcbooster", "tiny")
     with pytest.warns(UserWarning, match="Table 7"):
         build_config("cifar10", "sym90", "dividemix", "paper", lambda_u=25.0)
     with warnings.catch_warnings():

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from m3ed import cli
+from m3ed.data import open_release
+from m3ed.engine import tabulate_runs
 from m3ed.release import M3EDRelease, release_stats
 from m3ed.synthetic import SyntheticConfig, make_synthetic_release
 from shared.checkpoint import load_checkpoint
@@ -29,7 +31,7 @@ def run(command, argv, capsys):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "mdi"
-    return out, cli.train(["--out", str(out), *FAST])
+    return out, cli.train_command(["--out", str(out), *FAST])
 
 
 def test_train_writes_a_run_scored_at_the_best_validation_epoch(trained):
@@ -45,21 +47,22 @@ def test_train_writes_a_run_scored_at_the_best_validation_epoch(trained):
 
 def test_eval_reproduces_the_selected_test_score(trained, capsys):
     out, results = trained
-    report = cli.evaluate_run(["--run", str(out)])
+    report = cli.eval_command(["--run", str(out)])
     assert 100 * report["weighted_f1"] == pytest.approx(results["test_weighted_f1"])
     assert '"weighted_f1"' in capsys.readouterr().out
-    table = cli.tabulate_runs([out])
+    table = tabulate_runs([out])
     assert "| MDI" in table and "A+V+L" in table
 
 
 def test_resume_continues_exactly(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     argv = ["--model", "dialoguernn", "--modalities", "al", "--epochs", "3", "--quiet"]
-    cli.train([*argv, "--out", str(straight)])
-    cli.train([*argv, "--out", str(resumed)])
+    cli.train_command([*argv, "--out", str(straight)])
+    cli.train_command([*argv, "--out", str(resumed)])
     for name in ("checkpoint-00000003.pt", "model.pt", "results.json"):  # interrupted after epoch 2
         (resumed / name).unlink()
-    cli.train([*argv, "--out", str(resumed), "--resume"])
+    assert "scaler" in load_checkpoint(resumed / "checkpoint-00000002.pt")  # the AmpScaler's state, saved
+    cli.train_command([*argv, "--out", str(resumed), "--resume"])
     a, b = (load_checkpoint(run / "model.pt")["state_dict"] for run in (straight, resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((straight / "results.json").read_text())["test_weighted_f1"] == pytest.approx(
@@ -80,7 +83,7 @@ def test_two_process_gloo_training(tmp_path):
 
 def test_stats_prints_what_the_generator_wrote(tmp_path, capsys):
     truth = make_synthetic_release(tmp_path / "release", SyntheticConfig(movies=6), seed=3)
-    printed = cli.stats(["--data", str(tmp_path / "release")])
+    printed = cli.stats_command(["--data", str(tmp_path / "release")])
     assert printed["splits"] == truth["splits"]
     text = capsys.readouterr().out
     for split in ("train", "val", "test"):
@@ -88,9 +91,9 @@ def test_stats_prints_what_the_generator_wrote(tmp_path, capsys):
 
 
 def test_make_synthetic_refuses_to_overwrite(tmp_path, capsys):
-    cli.make_synthetic(["--out", str(tmp_path / "syn"), "--movies", "6"])
+    cli.make_synthetic_command(["--out", str(tmp_path / "syn"), "--movies", "6"])
     assert M3EDRelease(tmp_path / "syn").dialogues_in("test")
-    code, err = run(cli.make_synthetic, ["--out", tmp_path / "syn"], capsys)
+    code, err = run(cli.make_synthetic_command, ["--out", tmp_path / "syn"], capsys)
     assert code == 2 and "already holds a release" in err
 
 
@@ -114,13 +117,13 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
         items[2][first][0] = 9
 
     cases = [
-        (cli.stats, ["--data", tmp_path / "nowhere"], "--data folder not found"),
-        (cli.stats, ["--data", _broken_release(tmp_path / "short", drop_utterance)], "missing utterances"),
-        (cli.stats, ["--data", _broken_release(tmp_path / "label", bad_label)], "label"),
-        (cli.train, ["--modalities", "xyz", "--out", tmp_path / "r1"], "modalit"),
-        (cli.train, ["--branches", "global,future", "--out", tmp_path / "r2"], "--branches"),
-        (cli.train, ["--model", "dialoguegcn"], "invalid choice"),
-        (cli.evaluate_run, ["--run", tmp_path / "no-run"], "--run folder not found"),
+        (cli.stats_command, ["--data", tmp_path / "nowhere"], "--data folder not found"),
+        (cli.stats_command, ["--data", _broken_release(tmp_path / "short", drop_utterance)], "missing utterances"),
+        (cli.stats_command, ["--data", _broken_release(tmp_path / "label", bad_label)], "label"),
+        (cli.train_command, ["--modalities", "xyz", "--out", tmp_path / "r1"], "modalit"),
+        (cli.train_command, ["--branches", "global,future", "--out", tmp_path / "r2"], "--branches"),
+        (cli.train_command, ["--model", "dialoguegcn"], "invalid choice"),
+        (cli.eval_command, ["--run", tmp_path / "no-run"], "--run folder not found"),
     ]
     for command, argv, expected in cases:
         code, err = run(command, argv, capsys)
@@ -129,8 +132,8 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
 
 
 def test_stats_on_the_embedded_release_checks_every_file(capsys):
-    printed = cli.stats([])
-    assert release_stats(cli.open_release(None)) == printed
+    printed = cli.stats_command([])
+    assert release_stats(open_release(None)) == printed
     assert "utterances" in capsys.readouterr().out
 
 
@@ -143,6 +146,24 @@ def test_console_scripts_answer_help():
 
 def test_mixed_precision_epoch_on_cpu(tmp_path):
     """--amp trains under bf16 autocast on CPU; the loss stays finite and the run is scored."""
-    results = cli.train(["--amp", "--epochs", "1", "--quiet", "--out", str(tmp_path / "amp")])
+    results = cli.train_command(["--amp", "--epochs", "1", "--quiet", "--out", str(tmp_path / "amp")])
     assert math.isfinite(read_metrics(tmp_path / "amp" / "metrics.jsonl")[0]["train_loss"])
     assert 0 < results["test_weighted_f1"] <= 100
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fp16_loss_scale_is_saved_and_restored_on_cuda(tmp_path):
+    """--amp on CUDA scales the loss (fp16); the scale is in every checkpoint and --resume continues with it."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    argv = ["--amp", "--device", "cuda", "--epochs", "3", "--quiet"]
+    cli.train_command([*argv, "--out", str(straight)])
+    cli.train_command([*argv, "--out", str(resumed)])
+    for name in ("checkpoint-00000003.pt", "model.pt", "results.json"):  # interrupted after epoch 2
+        (resumed / name).unlink()
+    scale = load_checkpoint(resumed / "checkpoint-00000002.pt")["scaler"]["scale"]
+    assert scale > 0
+    cli.train_command([*argv, "--out", str(resumed), "--resume"])
+    a, b = (load_checkpoint(run / "checkpoint-00000003.pt") for run in (straight, resumed))
+    assert a["scaler"] == b["scaler"]
+    assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-5) for k in a["model"])

@@ -1,5 +1,5 @@
-"""The console scripts end to end on tiny settings: train, exact resume, eval, select, export, flops, torchrun,
-real-format folders with torchvision weights, and bad input."""
+"""The console scripts end to end on tiny settings: train, exact resume, eval, select, export, flops, repro,
+torchrun, real-format folders with torchvision weights, and bad input."""
 
 import json
 import os
@@ -19,13 +19,14 @@ from shared.cli import main
 from shared.logging import read_metrics
 from slimda import cli as scli
 from slimda.engine import Trainer
+from slimda.upem import kendall_tau
 
 FAST = ["--iterations", "20", "--batch-size", "32", "--eval-every", "10", "--log-every", "5"]
 FAST += ["--bn-calib-batches", "2", "--device", "cpu", "--quiet", "--no-progress"]
 
 
 def _train(out: Path, *extra: str) -> int:
-    return main(scli.train)([*FAST, "--out", str(out), *extra])
+    return main(scli.train_command)([*FAST, "--out", str(out), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,18 @@ def test_train_writes_a_complete_run(trained):
     assert results["method"] == "slimda" and results["head"] == "ct"
     assert (results["source"], results["target"]) == ("mnist", "digits")
     assert list(results["accuracy"]) == ["1", "0.75", "0.5", "0.25"]
-    assert all(0 <= acc["ct"] <= 100 for acc in results["accuracy"].values())
+    assert all(0 <= acc[head] <= 100 for acc in results["accuracy"].values() for head in ("cs", "ct", "ca", "folded"))
     records = read_metrics(trained / "metrics.jsonl")
     assert [r["iteration"] for r in records] == [5, 10, 15, 20]
     assert "acc_largest" in records[1] and "acc_smallest" in records[3] and "acc_largest" not in records[0]
+    # the evaluation of the last iteration and the final per-width table score the same weights alike
+    assert records[-1]["acc_largest"] == results["accuracy"]["1"]["ct"]
+    assert records[-1]["acc_smallest"] == results["accuracy"]["0.25"]["ct"]
     assert records[-1]["loss_seed"] > 0
     assert checkpoint_path(trained, 20).exists() and (trained / "final.pt").exists()
+    config = json.loads((trained / "config.json").read_text())
+    assert config["preset"] == "demo" and config["source"] == "mnist" and config["num_classes"] == 10
+    assert config["train_config"]["iterations"] == 20 and config["train_config"]["log_every"] == 5
 
 
 def test_resume_equals_an_uninterrupted_run(trained, tmp_path, monkeypatch):
@@ -69,47 +76,71 @@ def test_resume_equals_an_uninterrupted_run(trained, tmp_path, monkeypatch):
 
 
 def test_eval_reproduces_the_run_accuracy(trained, capsys):
-    assert main(scli.evaluate_file)(["--weights", str(trained / "final.pt"), "--arch", "0.5", "--device", "cpu"]) == 0
+    argv = ["--weights", str(trained / "final.pt"), "--arch", "0.5", "--device", "cpu"]
+    assert main(scli.eval_command)(argv) == 0
     shown = json.loads(capsys.readouterr().out)
     results = json.loads((trained / "results.json").read_text())
-    assert shown["accuracy"] == pytest.approx(results["accuracy"]["0.5"]["ct"])
+    assert shown["accuracy"] == results["accuracy"]["0.5"]["ct"]
+    assert shown["accuracy_by_head"] == results["accuracy"]["0.5"]
     assert 0.2 < shown["macs_fraction"] < 0.35
 
 
 def test_eval_reads_a_checkpoint_beside_its_config(trained, capsys):
     argv = ["--arch", "0.5", "--device", "cpu"]
-    assert main(scli.evaluate_file)(["--weights", str(checkpoint_path(trained, 20)), *argv]) == 0
+    assert main(scli.eval_command)(["--weights", str(checkpoint_path(trained, 20)), *argv]) == 0
     from_checkpoint = json.loads(capsys.readouterr().out)
-    assert main(scli.evaluate_file)(["--weights", str(trained / "final.pt"), *argv]) == 0
+    assert main(scli.eval_command)(["--weights", str(trained / "final.pt"), *argv]) == 0
     assert from_checkpoint == json.loads(capsys.readouterr().out)
 
 
-def test_repro_writes_its_tables_and_reuses_finished_runs(tmp_path, monkeypatch):
-    from slimda import repro as srepro
-
+def test_repro_writes_its_report_and_reuses_recorded_runs(tmp_path, capsys):
     argv = ["--seeds", "1", "--iterations", "6", "--samples", "3", "--variants", "source-only,slimda"]
     argv += ["--out", str(tmp_path), "--device", "cpu"]
-    assert main(srepro.repro)(argv) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["mean_accuracy"]) == {"1", "0.75", "0.5", "0.25"}
-    assert "slimda_beats_source_only_at_every_width" in results and -1 <= results["kendall_tau"][0] <= 1
-    assert (tmp_path / "results.md").read_text().count("|") > 20
-    monkeypatch.setattr(srepro, "run_one", lambda *a, **k: pytest.fail("a finished run was trained again"))
-    assert main(srepro.repro)(argv) == 0
+    results = scli.repro_command(argv)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["mean_accuracy"]) == {"1", "0.75", "0.5", "0.25"} and saved["seeds"] == 1
+    assert "slimda_beats_source_only_at_every_width" in saved and saved["headline"].startswith("SlimDA > source")
+    assert "| width | MACs fraction | source only | SlimDA |" in capsys.readouterr().out
+    assert "![" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+    # each run is a fit with its files; the record holds its version, configuration, widths and selection
+    recorded = json.loads((tmp_path / "runs" / "slimda-seed0.json").read_text())
+    assert recorded["config"]["config"]["iterations"] == 6 and recorded["config"]["samples"] == 3
+    record = recorded["result"]
+    fitted = json.loads((tmp_path / "runs" / "slimda-seed0" / "results.json").read_text())
+    assert {w: v["by_head"] for w, v in record["widths"].items()} == fitted["accuracy"]
+    assert saved["mean_accuracy"]["0.5"]["slimda"] == fitted["accuracy"]["0.5"]["ct"]
+    # UPEM scores the uniform widths on the same images: their accuracy is the bank's per-width accuracy
+    candidates = {c["arch"]: c["accuracy"] for c in record["selection"]["candidates"]}
+    assert {w: candidates[w] for w in fitted["accuracy"]} == {w: a["ct"] for w, a in fitted["accuracy"].items()}
+    full = next(c["macs"] for c in record["selection"]["candidates"] if c["arch"] == "1")
+    for row in record["selection"]["selection"]:
+        within = [c["accuracy"] for c in record["selection"]["candidates"] if c["macs"] <= row["budget"] * full]
+        assert row["accuracy"] == candidates[row["arch"]] and row["oracle_accuracy"] == max(within)
+    # run again: the recorded runs are reused, not trained again
+    (tmp_path / "runs" / "slimda-seed0" / "final.pt").unlink()
+    again = scli.repro_command(argv)
+    assert again["runs"] == results["runs"] and not (tmp_path / "runs" / "slimda-seed0" / "final.pt").exists()
 
 
 def test_select_then_export_a_standalone_model(trained, tmp_path, capsys):
     sel = tmp_path / "sel"
     argv = ["--weights", str(trained / "final.pt"), "--budgets", "1,1/4", "--samples", "12", "--reference-archs", "4"]
-    assert main(scli.select_file)([*argv, "--device", "cpu", "--out", str(sel), "--no-progress"]) == 0
+    assert main(scli.select_command)([*argv, "--device", "cpu", "--out", str(sel), "--no-progress"]) == 0
     selection = json.loads((sel / "selection.json").read_text())
     assert (sel / "selection.md").exists() and "Kendall" in capsys.readouterr().out
-    assert selection["num_candidates"] >= 12 and -1 <= selection["kendall_tau"] <= 1
+    assert selection["num_candidates"] >= 12
+    # every target image is scored (1,797 < --max-images): a uniform width scores the run's accuracy
+    trained_accuracy = json.loads((trained / "results.json").read_text())["accuracy"]
+    uniform = {c["arch"]: c["accuracy"] for c in selection["candidates"] if c["arch"] in trained_accuracy}
+    assert uniform == {w: a["ct"] for w, a in trained_accuracy.items()}
+    upem = [-c["upem"] for c in selection["candidates"]]
+    assert selection["kendall_tau"] == kendall_tau(upem, [c["accuracy"] for c in selection["candidates"]])
     quarter = selection["selection"][1]
     assert quarter["macs_fraction"] <= 0.25 and quarter["accuracy"] <= quarter["oracle_accuracy"]
     export = tmp_path / "exported"
     assert (
-        main(scli.export_file)(
+        main(scli.export_command)(
             ["--weights", str(trained / "final.pt"), "--arch", quarter["arch"], "--out", str(export), "--device", "cpu"]
         )
         == 0
@@ -137,7 +168,7 @@ def test_select_then_export_a_standalone_model(trained, tmp_path, capsys):
 
 
 def test_flops_prints_the_resnet50_table(capsys):
-    assert main(scli.flops_file)(["--model", "resnet50"]) == 0
+    assert main(scli.flops_command)(["--model", "resnet50"]) == 0
     text = capsys.readouterr().out
     assert "4.087 G" in text and "0.077 G" in text
 
@@ -145,13 +176,17 @@ def test_flops_prints_the_resnet50_table(capsys):
 def test_torchrun_two_processes(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "slimda.cli", "train"]
-    command += ["--iterations", "6", "--batch-size", "16", "--eval-every", "6", "--log-every", "3"]
-    command += ["--bn-calib-batches", "1", "--device", "cpu", "--quiet", "--no-progress", "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "slimda.cli", "train", "--iterations", "6", "--batch-size", "16", "--eval-every", "6"]
+    command += ["--log-every", "3", "--bn-calib-batches", "1", "--device", "cpu", "--quiet", "--no-progress"]
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [r["iteration"] for r in read_metrics(out / "metrics.jsonl")] == [3, 6]
-    assert json.loads((out / "results.json").read_text())["accuracy"]["1"]["ct"] >= 0
+    accuracy = json.loads((out / "results.json").read_text())["accuracy"]["1"]["ct"]
+    # the weights rank 0 saved score on one process what the two-process run reported
+    evaluate = [sys.executable, "-m", "slimda.cli", "eval", "--weights", str(out / "final.pt"), "--device", "cpu"]
+    shown = subprocess.run(evaluate, capture_output=True, text=True, env=env, timeout=300, check=True)
+    assert 0 <= accuracy <= 100 and json.loads(shown.stdout)["accuracy"] == accuracy
 
 
 def _write_domain(root: Path, name: str, classes: list[str], per_class: int, seed: int) -> None:
@@ -176,7 +211,7 @@ def test_real_folders_with_torchvision_weights(tmp_path):
     argv += ["--backbone", "resnet18", "--weights", str(weights), "--image-size", "36", "--crop", "32"]
     argv += ["--iterations", "3", "--batch-size", "4", "--eval-every", "3", "--bn-calib-batches", "1"]
     argv += ["--device", "cpu", "--quiet", "--no-progress", "--out", str(out)]
-    assert main(scli.train)(argv) == 0
+    assert main(scli.train_command)(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["train_config"]["backbone_lr_mult"] == 0.1 and config["classes"] == ["bike", "cup", "pen"]
     results = json.loads((out / "results.json").read_text())
@@ -196,22 +231,29 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, trained):
     (data / "image_list").mkdir()
     (data / "image_list" / "b.txt").write_text("".join(f"b/missing{i}.jpg {i % 2}\n" for i in range(8)))
     argv = ["--data", str(data), "--source", "a", "--target", "b", "--out", str(tmp_path / "r"), "--device", "cpu"]
-    missing = _error(capsys, scli.train, argv)
-    assert "8 images listed" in missing and "missing0.jpg" in missing
+    missing = _error(capsys, scli.train_command, argv)
+    assert "8 of 8 images listed" in missing and "b/missing0.jpg" in missing
     _write_domain(data, "c", ["x", "y", "z"], 2, 1)
     argv = ["--data", str(data), "--source", "a", "--target", "c", "--out", str(tmp_path / "r2"), "--device", "cpu"]
-    assert "classes" in _error(capsys, scli.train, argv)
-    assert "needs --data" in _error(capsys, scli.train, ["--dataset", "office31", "--out", str(tmp_path / "r3")])
+    assert "classes" in _error(capsys, scli.train_command, argv)
+    assert "needs --data" in _error(
+        capsys, scli.train_command, ["--dataset", "office31", "--out", str(tmp_path / "r3")]
+    )
+    for unknown in (["--epochs", "3"], ["--workers", "2"]):  # a run counts iterations; the data sit in memory
+        assert "unrecognized arguments" in _error(capsys, scli.train_command, unknown)
     corrupt = tmp_path / "bad.pt"
     corrupt.write_bytes(b"not a checkpoint")
-    assert "bad.pt" in _error(capsys, scli.evaluate_file, ["--weights", str(corrupt)])
-    budget = _error(capsys, scli.select_file, ["--weights", str(trained / "final.pt"), "--budgets", "1/1000"])
+    assert "bad.pt" in _error(capsys, scli.eval_command, ["--weights", str(corrupt)])
+    budget = _error(capsys, scli.select_command, ["--weights", str(trained / "final.pt"), "--budgets", "1/1000"])
     assert "no architecture meets budget" in budget and "smallest, 0.25" in budget
-    assert "--resume" in _error(capsys, scli.train, ["--resume", "--out", str(tmp_path / "empty")])
-    assert "already holds a run" in _error(capsys, scli.train, ["--out", str(trained)])
-    assert "(0, 1]" in _error(capsys, scli.evaluate_file, ["--weights", str(trained / "final.pt"), "--arch", "2"])
+    repro = ["--budgets", "1,1/1000", "--out", str(tmp_path / "repro"), "--device", "cpu"]
+    assert "no architecture meets budget 0.001" in _error(capsys, scli.repro_command, repro)  # before any training
+    assert not (tmp_path / "repro" / "runs").exists()
+    assert "--resume" in _error(capsys, scli.train_command, ["--resume", "--out", str(tmp_path / "empty")])
+    assert "already holds a run" in _error(capsys, scli.train_command, ["--out", str(trained)])
+    assert "(0, 1]" in _error(capsys, scli.eval_command, ["--weights", str(trained / "final.pt"), "--arch", "2"])
     export = ["--weights", str(trained / "final.pt"), "--arch", "1", "--out", str(trained), "--device", "cpu"]
-    assert "not an empty folder" in _error(capsys, scli.export_file, export)
+    assert "not an empty folder" in _error(capsys, scli.export_command, export)
 
 
 @pytest.mark.parametrize(
@@ -231,4 +273,6 @@ def test_cuda_amp_training_steps(tmp_path):
     assert _train(out, "--device", "cuda", "--amp") == 0
     last = read_metrics(out / "metrics.jsonl")[-1]
     assert np.isfinite([last["loss_c"], last["loss_g"], last["loss_seed"]]).all()
-    assert json.loads((out / "results.json").read_text())["accuracy"]["1"]["ct"] >= 0
+    accuracy = json.loads((out / "results.json").read_text())["accuracy"]["1"]["ct"]
+    shown = scli.eval_command(["--weights", str(out / "final.pt"), "--device", "cuda"])
+    assert 0 <= accuracy <= 100 and shown["accuracy"] == pytest.approx(accuracy, abs=0.2)  # a few images at most

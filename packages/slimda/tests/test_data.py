@@ -1,4 +1,5 @@
-"""Readers of the real layouts (spec §5), the synthetic shifts and the embedded datasets (spec §6.1–6.2)."""
+"""Readers of the real layouts (through shared.data's image helpers), the synthetic shifts and the embedded
+datasets."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from slimda.data import (
     load_domain,
     load_embedded,
     make_shift,
-    read_image_folder,
-    read_image_list,
 )
 
 
@@ -51,20 +50,16 @@ def test_image_folder_sorted_classes_labels_and_decoding(tmp_path):
     (dom / "cat" / "notes.txt").write_text("not an image")
     _image(dom / ".hidden" / "x.png", 7)
 
-    items, classes = read_image_folder(dom)
-    assert classes == ["ant", "bee", "cat"]
-    assert [(p.relative_to(dom).as_posix(), label) for p, label in items] == [
-        ("ant/a.bmp", 0),
-        ("bee/1.JPG", 1),
-        ("bee/2.png", 1),
-        ("cat/nested/c.png", 2),
-    ]
-
     domain = load_domain(tmp_path, "dom", 12)
-    assert domain.name == "dom" and domain.num_classes == 3
+    assert domain.name == "dom" and domain.num_classes == 3 and domain.classes == ["ant", "bee", "cat"]
+    assert [Path(p).relative_to(dom).as_posix() for p in domain.paths] == [
+        "ant/a.bmp",
+        "bee/1.JPG",
+        "bee/2.png",
+        "cat/nested/c.png",
+    ]
     assert domain.images.dtype == torch.uint8 and domain.images.shape == (4, 3, 12, 12)
     assert domain.labels.dtype == torch.int64 and domain.labels.tolist() == [0, 1, 1, 2]
-    assert domain.paths == [str(p) for p, _ in items]
     assert (domain.images[0] == 100).all()  # greyscale -> 3 equal channels
     assert (domain.images[2] == torch.tensor([0, 0, 255], dtype=torch.uint8)[:, None, None]).all()
     assert abs(domain.images[1, 0].float().mean().item() - 255) < 3  # JPEG red, resized 40x30 -> 12x12
@@ -85,8 +80,8 @@ def test_image_list_with_spaces_blank_lines_and_class_names(tmp_path):
     list_file.parent.mkdir()
     list_file.write_text("dom/my photo.png 2\n\n  dom/b.png   0  \n")
 
-    assert read_image_list(list_file, tmp_path) == [(tmp_path / "dom" / "my photo.png", 2), (tmp_path / "dom/b.png", 0)]
     domain = load_domain(tmp_path, "dom", 4, list_dir="lists")
+    assert domain.paths == [str(tmp_path / "dom" / "my photo.png"), str(tmp_path / "dom" / "b.png")]
     assert domain.classes == ["0", "1", "2"] and domain.labels.tolist() == [2, 0]
     assert (domain.images[0] == torch.tensor([1, 2, 3], dtype=torch.uint8)[:, None, None]).all()
     named = load_domain(tmp_path, "dom", 4, list_dir="lists", classes=["x", "y", "z"])
@@ -95,31 +90,36 @@ def test_image_list_with_spaces_blank_lines_and_class_names(tmp_path):
         load_domain(tmp_path, "dom", 4, list_dir="lists", classes=["x", "y"])
 
 
+def _list_domain(root: Path, content: str | bytes) -> Path:
+    """An image-list domain ``dom`` under ``root``: ``image_list/dom.txt`` holding ``content``."""
+    list_file = root / "image_list" / "dom.txt"
+    list_file.parent.mkdir(parents=True, exist_ok=True)
+    list_file.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return list_file
+
+
 @pytest.mark.parametrize("bad_line", ["dom/b.png", "dom/b.png one", "dom/b.png -1"])
 def test_malformed_list_line_names_file_and_line(tmp_path, bad_line):
     _image(tmp_path / "dom" / "b.png", 0)
-    list_file = tmp_path / "list.txt"
-    list_file.write_text(f"dom/b.png 0\n\n{bad_line}\n")
+    list_file = _list_domain(tmp_path, f"dom/b.png 0\n\n{bad_line}\n")
     with pytest.raises(UserError, match=rf"{list_file}:3 is not"):
-        read_image_list(list_file, tmp_path)
+        load_domain(tmp_path, "dom", 4)
 
 
 def test_binary_list_file_is_refused(tmp_path):
-    list_file = tmp_path / "list.txt"
-    list_file.write_bytes(b"\xff\xfe\x00binary 0\n")
+    list_file = _list_domain(tmp_path, b"\xff\xfe\x00binary 0\n")
     with pytest.raises(UserError, match=rf"image list {list_file} is not UTF-8"):
-        read_image_list(list_file, tmp_path)
+        load_domain(tmp_path, "dom", 4)
 
 
 def test_missing_listed_images_are_reported_together(tmp_path):
     _image(tmp_path / "present.png", 0)
     names = [f"gone{i}.png" for i in range(7)]
-    list_file = tmp_path / "list.txt"
-    list_file.write_text("present.png 0\n" + "".join(f"{name} 1\n" for name in names))
+    list_file = _list_domain(tmp_path, "present.png 0\n" + "".join(f"{name} 1\n" for name in names))
     with pytest.raises(UserError) as error:
-        read_image_list(list_file, tmp_path)
+        load_domain(tmp_path, "dom", 4)
     message = str(error.value)
-    assert message.startswith(f"7 images listed in {list_file} are missing: ")
+    assert message.startswith(f"7 of 8 images listed in {list_file} are missing under {tmp_path} (")
     assert all(name in message for name in names[:5]) and "gone5" not in message and "present" not in message
 
 
@@ -157,8 +157,11 @@ def test_imageclef_list_layout(tmp_path):
 
 def test_empty_domain_is_an_error(tmp_path):
     (tmp_path / "dom" / "cls").mkdir(parents=True)
-    with pytest.raises(UserError, match="has no images"):
+    with pytest.raises(UserError, match=rf"{tmp_path / 'dom'} holds no images in class folders"):
         load_domain(tmp_path, "dom", 8)
+    _list_domain(tmp_path / "lists", "\n")
+    with pytest.raises(UserError, match=r"domain 'dom' has no images in .*image_list/dom\.txt"):
+        load_domain(tmp_path / "lists", "dom", 8)
 
 
 def test_check_same_classes():

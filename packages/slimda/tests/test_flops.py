@@ -1,4 +1,4 @@
-"""MACs and parameter counts (spec §2.2): the spec's table, torchvision, direct counts, budgets."""
+"""MACs and parameter counts: an analytic table, torchvision, direct counts, budgets, slimda-flops' table."""
 
 import random
 
@@ -8,7 +8,15 @@ import torchvision
 from torch import nn
 
 from shared.errors import UserError
-from slimda.flops import budget_filter, count_macs, count_params, largest_uniform_width, parse_budget
+from slimda.flops import (
+    budget_filter,
+    count_macs,
+    count_params,
+    largest_uniform_width,
+    macs_table,
+    parse_budget,
+    parse_budgets,
+)
 from slimda.models import Arch, ModelBank, SlimmableBatchNorm2d, SlimmableConv2d
 
 GRID = (0.11, 0.125, 0.1875, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -24,8 +32,8 @@ def random_archs(bank: ModelBank, n: int, seed: int = 0) -> list[Arch]:
     return [Arch(tuple(rng.choice(GRID) for _ in range(bank.num_groups))) for _ in range(n)]
 
 
-# spec §2.2: torchvision ResNet-50 v1.5, 224×224, conv layers only; (width, pooled feature, GMACs)
-SPEC_TABLE = [
+# torchvision ResNet-50 v1.5, 224×224, conv layers only, computed analytically; (width, pooled feature, GMACs)
+MACS_TABLE = [
     (1.0, 2048, 4.087),
     (0.875, 1792, 3.142),
     (0.75, 1536, 2.321),
@@ -38,8 +46,8 @@ SPEC_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("width", "feature", "gmacs"), SPEC_TABLE)
-def test_spec_macs_table(resnet50, width, feature, gmacs):
+@pytest.mark.parametrize(("width", "feature", "gmacs"), MACS_TABLE)
+def test_macs_table_of_uniform_widths(resnet50, width, feature, gmacs):
     arch = Arch.uniform(width, 5)
     assert round(count_macs(resnet50, arch, 224) / 1e9, 3) == gmacs
     assert resnet50.feature_dim(arch) == feature
@@ -160,3 +168,17 @@ def test_parse_budget_refuses_nonsense(text):
 def test_wrong_number_of_widths_is_refused(resnet50):
     with pytest.raises(UserError, match="5 groups"):
         count_macs(resnet50, Arch.uniform(0.5, 4), 224)
+
+
+def test_macs_table_counts_every_uniform_width_on_the_meta_device(resnet50):
+    table = macs_table("resnet50")
+    assert [r["arch"] for r in table["archs"]] == [f"{w:g}" for w in sorted(GRID, reverse=True)]
+    assert table["input_size"] == 224 and table["full_macs"] == count_macs(resnet50, resnet50.full_arch(), 224)
+    half = table["archs"][4]
+    assert half["arch"] == "0.5" and half["macs"] == count_macs(resnet50, Arch.uniform(0.5, 5), 224)
+    assert half["params"] == count_params(resnet50, Arch.uniform(0.5, 5)) and half["feature_dim"] == 1024
+    chosen = macs_table("slimcnn", ["0.5-1-1-0.25"], num_classes=10, include_heads=True)
+    assert chosen["input_size"] == 16 and len(chosen["archs"]) == 1 and chosen["archs"][0]["feature_dim"] == 64
+    assert parse_budgets("1, 1/2,0.25") == [1.0, 0.5, 0.25]
+    with pytest.raises(UserError, match="at least one"):
+        parse_budgets(" , ")

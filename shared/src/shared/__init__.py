@@ -2,11 +2,13 @@
 
 Modules: :mod:`shared.device`, :mod:`shared.distributed`, :mod:`shared.data`,
 :mod:`shared.checkpoint`, :mod:`shared.logging`, :mod:`shared.cli`, :mod:`shared.errors`,
-:mod:`shared.report`.
+:mod:`shared.report`, :mod:`shared.testing`.
 """
+
+from importlib.metadata import version
 
 from shared.errors import UserError
 
-__version__ = "0.1.0"
+__version__ = version("reprozoo-shared")
 
 __all__ = ["UserError", "__version__"]

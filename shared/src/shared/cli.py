@@ -3,6 +3,8 @@
 - :class:`ArgumentParser` adds the common options (``--device --seed --out --resume --amp
   --workers --batch-size --epochs``), named presets (``--preset paper|small|demo``) whose values
   fill every option the user did not give, and one-line usage errors with exit code 2.
+- :func:`repro_parser`, :func:`repro_setup` and :func:`run_repro`: the options and the body of every
+  ``<name>-repro``.
 - :func:`main` wraps a console-script entry point: a :class:`~shared.errors.UserError` or a
   missing file becomes one line on stderr and exit code 2, never a traceback.
 """
@@ -18,8 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from shared import distributed
 from shared.checkpoint import latest, save_json
+from shared.device import resolve_device
 from shared.errors import UserError
 
 
@@ -40,10 +45,12 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._presets: dict[str, dict[str, Any]] = {}
 
-    def add_common_args(self, *, out_help: str | None = None) -> None:
+    def add_common_args(self, *, out_help: str | None = None, workers: bool = True, epochs: bool = True) -> None:
         """Add ``--device --seed --out --resume --amp --workers --batch-size --epochs``.
 
-        ``--batch-size`` and ``--epochs`` default to None: a preset fills them.
+        ``--batch-size`` and ``--epochs`` default to None: a preset fills them. ``workers=False`` leaves out
+        ``--workers`` (data held in memory, no loader processes); ``epochs=False`` leaves out ``--epochs``
+        (a run counted in iterations).
         """
         group = self.add_argument_group("common options")
         group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -57,9 +64,11 @@ class ArgumentParser(argparse.ArgumentParser):
             help="continue from the latest checkpoint in --out (newest run if no --out)",
         )
         group.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
-        group.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+        if workers:
+            group.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
         group.add_argument("--batch-size", type=int, default=None, help="batch size per process")
-        group.add_argument("--epochs", type=int, default=None, help="training epochs")
+        if epochs:
+            group.add_argument("--epochs", type=int, default=None, help="training epochs")
 
     def set_presets(self, presets: Mapping[str, Mapping[str, Any]], default: str) -> None:
         """Add ``--preset``: each named preset gives defaults for options left unset (None).
@@ -90,6 +99,65 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # one line, exit code 2
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def repro_parser(prog: str, description: str, presets: Mapping[str, str], default: str = "demo") -> ArgumentParser:
+    """The parser every ``<name>-repro`` starts from: ``--seeds --out --preset --device --threads``.
+
+    ``presets`` maps each scale the package offers (``demo``, and ``small`` where it has one) to a short
+    description shown in ``--help``; the package adds its own options after.
+    """
+    if default not in presets:
+        raise ValueError(f"default preset {default!r} is not among {sorted(presets)}")
+    parser = ArgumentParser(prog=prog, description=description)
+    group = parser.add_argument_group("reproduction options (every <name>-repro)")
+    group.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    shown = "; ".join(f"{name}: {text}" for name, text in presets.items()).replace("%", "%%")
+    group.add_argument("--preset", choices=list(presets), default=default, help=f"scale of every run ({shown})")
+    group.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: runs/<package>-repro/<timestamp>); runs recorded there by this version "
+        "with the same configuration are reused, the others run again",
+    )
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return parser
+
+
+def repro_setup(args: argparse.Namespace, package: str) -> tuple[Path, torch.device]:
+    """Check the common repro options, set the thread count, and return ``(out folder, device)``."""
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    out = Path(args.out) if args.out is not None else Path("runs") / f"{package}-repro" / time.strftime("%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: choose a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out, device
+
+
+def run_repro(
+    parser: ArgumentParser,
+    argv: Sequence[str] | None,
+    package: str,
+    run: Callable[..., dict[str, Any]],
+    *options: str,
+) -> dict[str, Any]:
+    """The body of every ``<name>-repro``: parse, :func:`repro_setup`, then
+    ``run(out, device, seeds=..., preset=..., **{option: args.option for option in options})``; prints the
+    ``results.md`` it wrote and returns its results. ``parser`` is a :func:`repro_parser` with the package's
+    own ``options`` added."""
+    args = parser.parse_args(argv)
+    out, device = repro_setup(args, package)
+    results = run(out, device, seeds=args.seeds, preset=args.preset, **{o: getattr(args, o) for o in options})
+    print((out / "results.md").read_text(encoding="utf-8"), flush=True)
+    return results
 
 
 def run_dir(out: Path | None, package: str, resume: bool) -> Path:

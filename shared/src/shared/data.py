@@ -13,6 +13,11 @@ The split is fixed and stratified: within each class, every fifth sample in file
 test sample (MNIST-5k holds 500 images per class, digits about 180). MNIST-5k's file is sorted
 by class; its samples are interleaved (0..9, 0..9, ...) so that any prefix holds every digit. Images are float32 in
 [0, 1], shape (N, 1, H, W); labels int64. Install the files with ``pip install 'reprozoo-shared[data]'``.
+
+Image files on disk (the real datasets) are read through one set of helpers: :data:`IMAGE_EXTENSIONS`,
+:func:`open_image` (a one-line error for an unreadable file), :func:`list_image_folder` (ImageFolder trees),
+:func:`read_image_list` (``path label`` list files), :func:`require_images`, :func:`read_images` (decode into
+one tensor) and :class:`ImageFileDataset` (decode on access).
 """
 
 from __future__ import annotations
@@ -21,16 +26,20 @@ import functools
 import gzip
 import importlib.util
 import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from shared.distributed import get_rank, get_world_size
-from shared.errors import UserError
+from shared.errors import UserError, require_path
 
 TEST_EVERY = 5  # the k-th sample of a class is a test sample when k % TEST_EVERY == TEST_EVERY - 1
 
@@ -125,12 +134,6 @@ class EmbeddedSplit:
     y_test: torch.Tensor
     num_classes: int
 
-    def train_dataset(self) -> TensorBatchDataset:
-        return TensorBatchDataset(self.x_train, self.y_train)
-
-    def test_dataset(self) -> TensorBatchDataset:
-        return TensorBatchDataset(self.x_test, self.y_test)
-
 
 def cache_dir(*parts: str) -> Path:
     """A folder under ``$XDG_CACHE_HOME/reprozoo`` (default ``~/.cache/reprozoo``) for data written once."""
@@ -139,10 +142,14 @@ def cache_dir(*parts: str) -> Path:
 
 
 def _wheel_file(module: str, relative: str, extra: str = "data") -> Path:
-    """A file inside an installed distribution's folder, found without importing the module."""
+    """A file inside an installed distribution's folder, found without importing the module.
+
+    ``extra`` names what to install when the module is absent: an extra of reprozoo-shared, or a distribution.
+    """
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the embedded data needs the {module!r} package: pip install 'reprozoo-shared[{extra}]'")
+        what = f"'reprozoo-shared[{extra}]'" if extra == "data" else extra
+        raise UserError(f"the embedded data needs the {module!r} package: pip install {what}")
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise UserError(f"{path} is missing from the installed {module!r}: reinstall it (pip install -U {module})")
@@ -228,12 +235,9 @@ def load_background_images(names: list[str] | None = None, size: int | None = No
     """The wheel-shipped textures and photos as RGB float tensors (3, H, W) in [0, 1].
 
     ``names`` picks from :data:`BACKGROUND_IMAGES` (all by default); ``size`` center-crops each
-    image to a square and resizes it to ``size`` x ``size``.
+    image to a square and resizes it to ``size`` x ``size``. The scikit-image files need scikit-image
+    installed (a dependency of the packages that use them, not of ``shared``).
     """
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise UserError("the background images need Pillow: pip install 'reprozoo-shared[data]'") from exc
     chosen = list(BACKGROUND_IMAGES) if names is None else names
     unknown = sorted(set(chosen) - set(BACKGROUND_IMAGES))
     if unknown:
@@ -241,8 +245,8 @@ def load_background_images(names: list[str] | None = None, size: int | None = No
     images = {}
     for name in chosen:
         module, relative = BACKGROUND_IMAGES[name]
-        with Image.open(_wheel_file(module, relative)) as img:
-            array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+        extra = "data" if module == "sklearn" else "scikit-image"
+        array = np.asarray(open_image(_wheel_file(module, relative, extra)), dtype=np.float32) / 255.0
         image = torch.from_numpy(array).permute(2, 0, 1).contiguous()
         if size is not None:
             side = min(image.shape[1:])
@@ -251,3 +255,147 @@ def load_background_images(names: list[str] | None = None, size: int | None = No
             image = F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)[0].clamp_(0, 1)
         images[name] = image
     return images
+
+
+# --- image files: one reader for every package ------------------------------------------------------------------
+
+#: Extensions (lower case) of the image files the readers list: torchvision's ImageFolder set, and GIF.
+IMAGE_EXTENSIONS = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"})
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names an image by its extension (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def open_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
+    """The image at ``path``, decoded and converted to ``mode``; an unreadable file is a one-line UserError."""
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise UserError(f"cannot read image {path} ({reason}): delete or replace the file") from None
+
+
+def class_folders(root: str | os.PathLike) -> list[str]:
+    """Sorted names of the visible sub-folders of ``root`` (none when it is not a folder)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_image_folder(
+    root: str | os.PathLike, classes: Sequence[str] | None = None
+) -> tuple[list[tuple[Path, int]], list[str]]:
+    """``(image, label)`` pairs of the ImageFolder tree ``<root>/<class>/**/<image>``, and the class names.
+
+    ``classes`` (default: the sorted visible sub-folders) fixes the label of each name, so that a test split
+    gets the labels of its train split; a class without a folder here has no images. Images are found by
+    extension (:data:`IMAGE_EXTENSIONS`) and sorted by path. No image at all is a UserError.
+    """
+    root = require_path(root, "image folder", kind="dir")
+    classes = class_folders(root) if classes is None else list(classes)
+    items = [
+        (path, label)
+        for label, name in enumerate(classes)
+        if (root / name).is_dir()
+        for path in sorted((root / name).rglob("*"))
+        if is_image_file(path) and path.is_file()
+    ]
+    if not items:
+        raise UserError(
+            f"{root} holds no images in class folders <root>/<class>/<image> "
+            f"(extensions {', '.join(sorted(IMAGE_EXTENSIONS))}): point at a folder with one sub-folder per class"
+        )
+    return items, classes
+
+
+def read_image_list(path: str | os.PathLike) -> list[tuple[str, int]]:
+    """``(relative path, label)`` of each line ``relative/path.jpg <label>`` of an image-list file.
+
+    The format of the Office/ImageCLEF-DA lists, Clothing1M's ``*_kv.txt`` and WebVision's file lists. The
+    label is the last whitespace-separated token, so paths may hold spaces; blank lines are skipped. A file
+    that is not UTF-8 text or a malformed line is a UserError naming the file and line.
+    """
+    path = require_path(path, "image list", kind="file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"image list {path} is not UTF-8 text: point at the dataset's .txt list") from None
+    items = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(maxsplit=1)
+        if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()):
+            raise UserError(
+                f"{path}:{number} is not 'relative/path.jpg <label>': {line.strip()[:80]!r} (fix or delete it)"
+            )
+        items.append((parts[0], int(parts[1])))
+    return items
+
+
+def require_images(root: str | os.PathLike, paths: Sequence[str | os.PathLike], listed_in: str, limit: int = 5) -> None:
+    """A UserError naming how many of ``paths`` (relative to ``root``) are not files, and the first ``limit``."""
+    root = Path(root)
+    missing = [str(p) for p in paths if not (root / p).is_file()]
+    if missing:
+        raise UserError(
+            f"{len(missing)} of {len(paths)} images listed in {listed_in} are missing under {root} "
+            f"({', '.join(missing[:limit])}{', ...' if len(missing) > limit else ''}): put the images there "
+            "or point at the folder the list's paths are relative to"
+        )
+
+
+def read_images(
+    paths: Sequence[str | os.PathLike], size: int, mode: str = "RGB", workers: int | None = None
+) -> torch.Tensor:
+    """Decode ``paths`` into one uint8 tensor (N, C, size, size), each image resized bilinearly where needed.
+
+    ``mode`` is a PIL mode (``"RGB"``, ``"L"``); decoding runs on ``workers`` threads (default: up to 8).
+    """
+    if size < 1:
+        raise UserError(f"image size must be at least 1, got {size}")
+    if not paths:
+        raise UserError("no images to read")
+
+    def decode(path) -> np.ndarray:
+        image = open_image(path, mode)
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        arrays = np.stack(list(pool.map(decode, paths)))
+    pixels = torch.from_numpy(arrays)
+    return (pixels[:, None] if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)).contiguous()
+
+
+class ImageFileDataset(Dataset):
+    """``(transform(image), label)`` of image files decoded on access, in the manner of torchvision's ImageFolder.
+
+    ``samples`` are ``(path, label)`` pairs (e.g. from :func:`list_image_folder`); ``targets`` their labels.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[str | os.PathLike, int]],
+        classes: Sequence[str],
+        transform: Callable[[Image.Image], Any] | None = None,
+        mode: str = "RGB",
+    ) -> None:
+        self.samples = [(Path(path), int(label)) for path, label in samples]
+        self.targets = [label for _, label in self.samples]
+        self.classes = list(classes)
+        self.transform = transform
+        self.mode = mode
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        path, label = self.samples[index]
+        image = open_image(path, self.mode)
+        return (self.transform(image) if self.transform is not None else image), label

@@ -71,10 +71,65 @@ def autocast(device: torch.device, enabled: bool = True, dtype: str | None = Non
     return torch.autocast(device_type=device.type, dtype=amp_dtype(device, dtype))
 
 
-def grad_scaler(device: torch.device, enabled: bool = True, dtype: str | None = None) -> torch.amp.GradScaler:
-    """A GradScaler that is active only where it is needed: fp16 autocast on CUDA."""
-    active = enabled and device.type == "cuda" and amp_dtype(device, dtype) == torch.float16
-    return torch.amp.GradScaler("cuda" if device.type == "cuda" else "cpu", enabled=active)
+class AmpScaler:
+    """One optimizer step under mixed precision, in the manner of timm's ``NativeScaler``.
+
+    Wraps a :class:`torch.amp.GradScaler` that is active only where it is needed (fp16 autocast: on CUDA by
+    default, on the CPU when ``dtype="fp16"`` is asked); elsewhere every call is the plain
+    ``loss.backward()`` / clip / ``optimizer.step()``. Make one per run and save :meth:`state_dict` in the
+    training checkpoint, so that ``--resume`` continues with the loss scale the run had reached.
+    """
+
+    def __init__(
+        self,
+        device: torch.device,
+        enabled: bool = True,
+        dtype: str | None = None,
+        *,
+        init_scale: float = 2.0**16,
+        growth_interval: int = 2000,
+    ) -> None:
+        active = enabled and device.type in ("cuda", "cpu") and amp_dtype(device, dtype) == torch.float16
+        self._scaler = torch.amp.GradScaler(
+            device.type if active else "cpu", init_scale=init_scale, growth_interval=growth_interval, enabled=active
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether losses are scaled (fp16 autocast)."""
+        return self._scaler.is_enabled()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of the (scaled) loss; call several times to accumulate before one :meth:`step`."""
+        self._scaler.scale(loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, *, clip_grad: float | None = None, parameters=None) -> None:
+        """Unscale, clip the gradient norm to ``clip_grad`` (when given), step, and update the scale.
+
+        ``parameters`` are the ones clipped (default: every parameter of ``optimizer``).
+        """
+        if clip_grad:
+            self._scaler.unscale_(optimizer)
+            if parameters is None:
+                parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            nn.utils.clip_grad_norm_(parameters, clip_grad)
+        self._scaler.step(optimizer)
+        self._scaler.update()
+
+    def __call__(
+        self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, *, clip_grad: float | None = None, parameters=None
+    ) -> None:
+        """:meth:`backward` then :meth:`step`: the whole optimizer step of one loss."""
+        self.backward(loss)
+        self.step(optimizer, clip_grad=clip_grad, parameters=parameters)
+
+    def state_dict(self) -> dict:
+        return self._scaler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore the loss scale; a state saved without scaling (CPU, bf16) leaves a fresh scale."""
+        if state and self.enabled:
+            self._scaler.load_state_dict(state)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -85,8 +140,3 @@ def seed_everything(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
-
-
-def channels_last(module: nn.Module, enabled: bool = True) -> nn.Module:
-    """Move a conv model to channels-last memory format in place (when enabled); returns it."""
-    return module.to(memory_format=torch.channels_last) if enabled else module

@@ -79,11 +79,19 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 class Progress:
     """Wrap an iterable: a tqdm bar on a TTY, a plain line every ``every_s`` seconds otherwise.
 
-    ``update(**metrics)`` attaches the latest numbers (loss, accuracy, ...) to what is shown.
+    ``update(**metrics)`` attaches the latest numbers (loss, accuracy, ...) to what is shown;
+    ``enabled=False`` shows nothing (the iterable passes through unchanged).
     """
 
     def __init__(
-        self, iterable: Iterable, *, desc: str = "", total: int | None = None, every_s: float = 10.0, stream=None
+        self,
+        iterable: Iterable,
+        *,
+        desc: str = "",
+        total: int | None = None,
+        every_s: float = 10.0,
+        stream=None,
+        enabled: bool = True,
     ) -> None:
         self.iterable = iterable
         self.desc = desc
@@ -91,7 +99,7 @@ class Progress:
         self.every_s = every_s
         self.stream = stream if stream is not None else sys.stderr
         self.metrics: dict[str, Any] = {}
-        self.enabled = is_main_process()
+        self.enabled = enabled and is_main_process()
         self._bar = None
         if self.enabled and self.stream.isatty():
             from tqdm import tqdm

@@ -1,18 +1,23 @@
-"""Reproduction reports: mean and spread over seeds, markdown tables, results files.
+"""Reproduction reports: mean and spread over seeds, markdown tables, figures, results files, cached runs.
 
-Every ``<name>-repro`` writes ``results.json`` (with a one-line ``headline``, which
-``nox -s demo`` prints in its summary) and ``results.md`` through :func:`write_results`.
+Every ``<name>-repro`` writes ``results.json`` (with a one-line ``headline``, which ``nox -s demo`` prints
+in its summary), ``results.md`` and ``results.png`` through :func:`write_results` and :func:`plot_bars` /
+:func:`plot_lines`, and keeps each run's results in a :class:`RunCache`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from shared.checkpoint import atomic_write, save_json
+from shared.logging import get_logger
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -44,10 +49,165 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 
 def write_results(
-    out: str | os.PathLike, *, title: str, table: str, headline: str, results: dict[str, Any], notes: str = ""
+    out: str | os.PathLike,
+    *,
+    title: str,
+    table: str,
+    headline: str,
+    results: dict[str, Any],
+    notes: str = "",
+    figure: str | os.PathLike | None = None,
 ) -> Path:
-    """Write ``results.json`` and ``results.md`` into ``out``; returns the markdown path."""
+    """Write ``results.json`` and ``results.md`` into ``out``; returns the markdown path.
+
+    ``figure`` (a file in ``out``, e.g. what :func:`plot_bars` wrote) is shown in the markdown below the table.
+    """
     out = Path(out)
     save_json(out / "results.json", {"title": title, "headline": headline, **results})
-    text = f"# {title}\n\n{table}\n\n{headline}\n" + (f"\n{notes}\n" if notes else "")
+    text = f"# {title}\n\n{table}\n\n{headline}\n"
+    if figure is not None:
+        text += f"\n![{title}]({Path(figure).name})\n"
+    text += f"\n{notes}\n" if notes else ""
     return atomic_write(out / "results.md", lambda f: f.write(text), binary=False)
+
+
+class RunCache:
+    """The results of a reproduction's runs, one JSON file per run under ``folder``.
+
+    A run is reused only when its file records the same package ``version`` and the same configuration;
+    otherwise it is computed again (and the file replaced), so results of older code are never mixed in.
+    """
+
+    def __init__(self, folder: str | os.PathLike, version: str) -> None:
+        self.folder = Path(folder)
+        self.version = version
+
+    def path(self, name: str) -> Path:
+        """The record of run ``name``."""
+        return self.folder / f"{name}.json"
+
+    def fresh_folder(self, name: str) -> Path:
+        """An empty ``<folder>/<name>/`` for the files of run ``name`` (what an older run left there is removed)."""
+        folder = self.folder / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
+
+    def run(self, name: str, config: Mapping[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The recorded result of run ``name`` with ``config``, or ``compute()`` recorded now."""
+        config = _plain_json(config)
+        path = self.path(name)
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                saved = {}
+            if saved.get("version") == self.version and saved.get("config") == config and "result" in saved:
+                get_logger().info(f"{name}: reusing the result recorded in {path}")
+                return saved["result"]
+            why = "another configuration" if saved.get("version") == self.version else f"version {saved.get('version')}"
+            get_logger().info(f"{name}: {path} was recorded by {why}; running it again")
+        result = compute()
+        save_json(path, {"version": self.version, "config": config, "result": result})
+        return _plain_json(result)
+
+
+def _plain_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (dataclasses become dicts, tuples lists, paths strings)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, or None (with a note) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        get_logger().info("no figure: matplotlib is not installed (pip install the package's [plot] extra)")
+        return None
+    return plt
+
+
+def plot_bars(
+    path: str | os.PathLike,
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[Sequence[float]]],
+    *,
+    ylabel: str,
+    title: str,
+) -> Path | None:
+    """Grouped bars, mean ± std over seeds: ``series[name][i]`` holds the per-seed values of ``categories[i]``.
+
+    Returns the PNG written, or None when matplotlib is not installed.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    path = Path(path)
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(categories) * max(1, len(series)) ** 0.5), 3.6))
+    lows = []
+    for k, (name, values) in enumerate(series.items()):
+        stats = [mean_std(v) for v in values]
+        positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(categories))]
+        ax.bar(positions, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=3, label=name)
+        lows += [m - s for m, s in stats]
+    ax.set_xticks(range(len(categories)), list(categories))
+    top = ax.get_ylim()[1]
+    ax.set_ylim(max(0.0, min(lows) - 0.15 * (top - min(lows))), top)
+    _finish(fig, ax, ylabel, title, legend=len(series) > 1)
+    return _save(fig, path)
+
+
+def plot_lines(
+    path: str | os.PathLike,
+    x: Sequence[float],
+    series: Mapping[str, Sequence[Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path | None:
+    """One line per series, mean ± std over seeds (a shaded band): ``series[name][i]`` are the values at ``x[i]``.
+
+    Returns the PNG written, or None when matplotlib is not installed.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    for name, values in series.items():
+        stats = [mean_std(v) for v in values]
+        means = [m for m, _ in stats]
+        ax.plot(x, means, marker="o", label=name)
+        ax.fill_between(x, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
+    ax.set_xlabel(xlabel)
+    _finish(fig, ax, ylabel, title, legend=len(series) > 1)
+    return _save(fig, Path(path))
+
+
+def _finish(fig, ax, ylabel: str, title: str, legend: bool) -> None:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+    return path

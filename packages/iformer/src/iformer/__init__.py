@@ -1,5 +1,7 @@
 """Inception Transformer (iFormer, NeurIPS 2022): models that load the official checkpoints by name."""
 
+from importlib.metadata import version
+
 from iformer.models import (
     MODEL_CONFIGS,
     InceptionTransformer,
@@ -12,8 +14,9 @@ from iformer.models import (
     iformer_small_384,
     list_models,
 )
+from iformer.weights import load_weights
 
-__version__ = "0.1.0"
+__version__ = version("reprozoo-iformer")
 
 __all__ = [
     "MODEL_CONFIGS",
@@ -27,4 +30,5 @@ __all__ = [
     "iformer_small",
     "iformer_small_384",
     "list_models",
+    "load_weights",
 ]

@@ -1,4 +1,4 @@
-"""Parameters, FLOPs and throughput of an iFormer beside torchvision's ResNet-50 (spec sections 2.6 and 6.5).
+"""Parameters, FLOPs and throughput of an iFormer beside torchvision's ResNet-50 (Table 1 of the paper).
 
 Throughput is measured in one process with the two models interleaved round by round (ours, then
 ResNet-50, in every round), so a noisy machine slows both alike; each round gives images/s for each
@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import resnet50
 
 from iformer.models import create_model
-from shared.device import autocast, grad_scaler, resolve_device
+from shared.checkpoint import atomic_write, save_json
+from shared.device import AmpScaler, autocast, resolve_device
 from shared.logging import get_logger
 from shared.report import markdown_table
 
@@ -35,6 +37,7 @@ __all__ = [
     "count_params",
     "format_bench",
     "result_to_dict",
+    "save_bench",
     "spread",
 ]
 
@@ -249,15 +252,13 @@ def _make_step(
         return infer
     model.train()
     optimizer = torch.optim.AdamW(model.parameters())
-    scaler = grad_scaler(device, amp)
+    scaler = AmpScaler(device, amp)
 
     def train() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
             loss = F.cross_entropy(model(images), labels)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        scaler(loss, optimizer)
 
     return train
 
@@ -311,3 +312,9 @@ def result_to_dict(result: BenchResult) -> dict:
     for row in data["rows"]:
         row["summary"] = {key: spread(row[key]) for key in ("ours", "yardstick", "ratio") if row[key]}
     return data
+
+
+def save_bench(out: Path, result: BenchResult) -> None:
+    """``results.json`` (every round) and ``results.md`` (the table) of a benchmark in ``out``."""
+    save_json(Path(out) / "results.json", result_to_dict(result))
+    atomic_write(Path(out) / "results.md", lambda f: f.write(format_bench(result) + "\n"), binary=False)

@@ -9,15 +9,24 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.datasets import ImageFolder
+from torch.utils.data import DataLoader
 
-from iformer.transforms import IMAGENET_MEAN, IMAGENET_STD, check_in_chans
-from shared.data import cache_dir, load_digits
+from iformer.transforms import IMAGENET_MEAN, IMAGENET_STD, check_in_chans, eval_transform, train_transform
+from shared.data import (
+    ImageFileDataset,
+    TensorBatchDataset,
+    cache_dir,
+    list_image_folder,
+    load_digits,
+    make_loader,
+    read_images,
+)
+from shared.distributed import barrier, is_main_process
 from shared.errors import UserError, require_path
 
 TRAIN_SPLITS = ("train", "training")
@@ -41,27 +50,13 @@ def find_split(root: Path, split: str) -> Path:
     raise UserError(f"no {split} split in {root}: expected a sub-folder named one of {', '.join(names)}")
 
 
-def _load_rgb(path: str) -> Image.Image:
-    """ImageFolder's loader, with a file PIL cannot read reported as a UserError naming it."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        reason = " ".join(str(exc).split())
-        raise UserError(f"cannot read image {path} ({reason}): delete or replace the file") from exc
+def image_folder(root: Path, transform: Callable | None = None) -> ImageFileDataset:
+    """The ImageFolder tree ``<root>/<class>/<image>`` (classes = sorted sub-folders), decoded as RGB on access.
 
-
-def image_folder(root: Path, transform: Callable | None = None) -> ImageFolder:
-    """The ImageFolder tree ``<root>/<class>/<image>``, checked, with unreadable images reported by name."""
-    root = require_path(root, "image folder", kind="dir")
-    try:
-        return ImageFolder(str(root), transform=transform, loader=_load_rgb)
-    except FileNotFoundError as exc:
-        reason = " ".join(str(exc).split())
-        raise UserError(
-            f"{root} is not an ImageFolder tree <root>/<class>/<image> ({reason}): "
-            "point at a folder holding one sub-folder of images per class"
-        ) from exc
+    An unreadable image is reported by name when it is read (see :func:`shared.data.open_image`).
+    """
+    items, classes = list_image_folder(root)
+    return ImageFileDataset(items, classes, transform=transform, mode="RGB")
 
 
 def write_digits_image_folder(root: Path, size: int = 32) -> Path:
@@ -115,35 +110,33 @@ def _digits_tree_matches(root: Path, stamp: str) -> bool:
 
 
 def load_image_folder_tensors(root: Path, img_size: int, in_chans: int) -> tuple[Tensor, Tensor, list[str]]:
-    """A small ImageFolder read once into memory through :func:`image_folder`.
+    """A small ImageFolder read once into memory.
 
     Returns images (N, in_chans, img_size, img_size) float in [0, 1] (bilinear resize where the size
     differs; grayscale replicated for 3 channels, RGB converted to L for 1), labels int64 (N,) and the
     class names.
     """
     check_in_chans(in_chans)
-    dataset = image_folder(root)
-    mode = "L" if in_chans == 1 else "RGB"
-    arrays = []
-    for path, _ in dataset.samples:
-        img = dataset.loader(path).convert(mode)
-        if img.size != (img_size, img_size):
-            img = img.resize((img_size, img_size), Image.Resampling.BILINEAR)
-        arrays.append(np.asarray(img, dtype=np.uint8))
-    pixels = torch.from_numpy(np.stack(arrays)).reshape(len(arrays), img_size, img_size, in_chans)
-    images = pixels.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-    return images, torch.tensor(dataset.targets, dtype=torch.int64), list(dataset.classes)
+    items, classes = list_image_folder(root)
+    pixels = read_images([path for path, _ in items], img_size, mode="L" if in_chans == 1 else "RGB")
+    labels = torch.tensor([label for _, label in items], dtype=torch.int64)
+    return pixels.float().div_(255.0).contiguous(), labels, classes
 
 
-def digits_loaders(img_size: int, batch_size: int, seed: int, device: torch.device):
+class Loaders(NamedTuple):
+    """The loaders of a run: ``prepare`` (or None) maps a batch on the device to model inputs."""
+
+    train: DataLoader
+    eval: DataLoader
+    num_classes: int
+    prepare: Callable[[Tensor], Tensor] | None
+
+
+def digits_loaders(img_size: int, batch_size: int, seed: int, device: torch.device) -> Loaders:
     """The embedded default: digits written as an ImageFolder tree and read back by the real reader.
 
-    Returns ``(train_loader, eval_loader, num_classes, prepare)``; the tensors stay in memory and
-    ``prepare`` normalises a batch on the device with the ImageNet statistics.
+    The tensors stay in memory and ``prepare`` normalises a batch on the device with the ImageNet statistics.
     """
-    from shared.data import TensorBatchDataset, make_loader
-    from shared.distributed import barrier, is_main_process
-
     root = cache_dir("iformer", "digits", f"size-{img_size}")
     if is_main_process():
         write_digits_image_folder(root, size=img_size)
@@ -156,4 +149,29 @@ def digits_loaders(img_size: int, batch_size: int, seed: int, device: torch.devi
         )
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return loaders[0], loaders[1], len(classes), lambda x: (x - mean) / std
+    return Loaders(loaders[0], loaders[1], len(classes), lambda x: (x - mean) / std)
+
+
+def folder_loaders(
+    root: Path,
+    img_size: int,
+    batch_size: int,
+    *,
+    auto_augment: str | None,
+    re_prob: float,
+    crop_pct: float,
+    seed: int,
+    workers: int,
+    device: torch.device,
+) -> Loaders:
+    """An ImageFolder dataset with train/ and val/ splits, read on the fly through the paper's transforms."""
+    root = require_path(root, "--data folder", kind="dir")
+    train_set = image_folder(
+        find_split(root, "train"), train_transform(img_size, auto_augment=auto_augment, re_prob=re_prob)
+    )
+    eval_set = image_folder(find_split(root, "eval"), eval_transform(img_size, crop_pct=crop_pct))
+    if train_set.classes != eval_set.classes:
+        raise UserError(f"{root}: the train and eval splits have different class folders")
+    common = {"seed": seed, "workers": workers, "device": device}
+    train = make_loader(train_set, batch_size, shuffle=True, drop_last=True, **common)
+    return Loaders(train, make_loader(eval_set, batch_size, **common), len(train_set.classes), None)

@@ -396,7 +396,7 @@ _LARGE = dict(
 _LAYER_SCALE = dict(use_layer_scale=True, layer_scale_init_value=1e-6)
 
 #: Every architecture by name: the six released sizes and ``tiny_test``, the small model of the
-#: package's embedded default (spec section 6.7), for 32x32 digits.
+#: package's embedded default, for 32x32 digits.
 MODEL_CONFIGS: dict[str, dict] = {
     "iformer_small": {**_SMALL, **_LAYER_SCALE, "img_size": 224},
     "iformer_base": {**_BASE, **_LAYER_SCALE, "img_size": 224},
@@ -455,3 +455,20 @@ def iformer_base_384(**kwargs) -> InceptionTransformer:
 def iformer_large_384(**kwargs) -> InceptionTransformer:
     """iFormer-L at 384 (85.8%); see :func:`iformer_small_384` for ``pos_grid_size``."""
     return create_model("iformer_large_384", **kwargs)
+
+
+def describe_stages(model: InceptionTransformer) -> list[dict]:
+    """Per stage: width, blocks, the C_h/C_l split of each block, layer scale, parameters (``iformer-info``)."""
+    rows = []
+    for index, (embed, pos, blocks) in enumerate(model.stages, start=1):
+        rows.append(
+            {
+                "stage": index,
+                "dim": pos.shape[-1],
+                "blocks": len(blocks),
+                "splits": [(b.attn.high_dim, b.attn.low_dim) for b in blocks],
+                "layer_scale": blocks[0].layer_scale_1 is not None,
+                "parameters": sum(p.numel() for m in (embed, blocks) for p in m.parameters()) + pos.numel(),
+            }
+        )
+    return rows

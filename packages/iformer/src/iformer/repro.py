@@ -8,7 +8,9 @@ macro-architecture, each at a matched parameter count (the MLP ratio is adjusted
 - attention only: every channel goes to the low-frequency (attention) branch, C_h = 0;
 - constant split: half the channels to each branch in every block, no ramp.
 
-Same recipe, data and seeds for all; the reported score is the test accuracy after the last epoch.
+Every run is :func:`iformer.engine.fit` with the ``demo`` recipe (``small``: a longer schedule); the runs
+share one read of the data and its order (seed 0), and the seeds vary the initialisation. The reported
+score is the test accuracy after the last epoch.
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from pathlib import Path
 
 import torch
 
+from iformer import __version__
+from iformer.config import build_config
 from iformer.data import digits_loaders
-from iformer.engine import build_optimizer, evaluate, learning_rate, set_learning_rate, train_one_epoch
-from iformer.models import MODEL_CONFIGS, InceptionTransformer, create_model
-from shared import cli
-from shared.data import set_epoch
-from shared.device import resolve_device, seed_everything
+from iformer.engine import fit
+from iformer.models import MODEL_CONFIGS, InceptionTransformer
 from shared.errors import UserError
 from shared.logging import get_logger
-from shared.report import format_mean_std, markdown_table, mean_std, write_results
+from shared.report import RunCache, format_mean_std, markdown_table, mean_std, plot_bars, write_results
 
 TINY = MODEL_CONFIGS["tiny_test"]
 VARIANTS = {
@@ -39,7 +40,10 @@ VARIANTS = {
         h // 2 for h, d in zip(TINY["num_heads"], TINY["depths"], strict=True) for _ in range(d)
     ),
 }
-RECIPE = {"lr": 2e-3, "min_lr": 1e-5, "warmup_lr": 1e-6, "warmup_epochs": 0, "weight_decay": 0.05}
+#: Scales of ``iformer-repro --preset``: epochs of every run (the demo recipe otherwise).
+PRESETS = {"demo": {"epochs": 8}, "small": {"epochs": 30}}
+PRESET_HELP = {"demo": "8 epochs per run", "small": "30 epochs per run"}
+IMG_SIZE, BATCH_SIZE = 32, 64
 
 
 def build_variant(attention_heads: Sequence[int], mlp_ratio: float = 4.0) -> InceptionTransformer:
@@ -48,7 +52,7 @@ def build_variant(attention_heads: Sequence[int], mlp_ratio: float = 4.0) -> Inc
     )
 
 
-def _count(model: torch.nn.Module) -> int:
+def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
@@ -58,7 +62,7 @@ def matched_mlp_ratio(attention_heads: Sequence[int], target: int) -> float:
 
     def size(ratio: float) -> int:
         with torch.device("meta"):  # counting only: no weights are allocated
-            return _count(build_variant(attention_heads, ratio))
+            return count_parameters(build_variant(attention_heads, ratio))
 
     low, high = 0, len(ratios) - 1  # the count grows with the ratio: bisect for the first one >= target
     while low < high:
@@ -68,101 +72,61 @@ def matched_mlp_ratio(attention_heads: Sequence[int], target: int) -> float:
     return min(candidates, key=lambda r: abs(size(r) - target))
 
 
-def train_variant(
-    attention_heads: Sequence[int], mlp_ratio: float, seed: int, epochs: int, loaders, device: torch.device
-) -> float:
-    """Train one model with the demo recipe; returns the test top-1 (%) after the last epoch."""
-    train_loader, eval_loader, _, prepare = loaders
-    seed_everything(seed)
-    model = build_variant(attention_heads, mlp_ratio).to(device)
-    optimizer = build_optimizer(model, RECIPE["lr"], RECIPE["weight_decay"])
-    schedule = {k: RECIPE[k] for k in ("lr", "min_lr", "warmup_lr", "warmup_epochs")}
-    for epoch in range(epochs):
-        set_epoch(train_loader, epoch)
-        set_learning_rate(optimizer, learning_rate(epoch, epochs=epochs, **schedule))
-        train_one_epoch(model, train_loader, optimizer, device, prepare=prepare, desc=f"epoch {epoch + 1}")
-    return evaluate(model, eval_loader, device, prepare=prepare)["top1"]
+def _slug(name: str) -> str:
+    return name.split(" (")[0].replace(" ", "-")
 
 
-def _size_table() -> str:
-    from iformer.bench import count_flops
-
-    rows = []
-    for name in ("iformer_small", "iformer_base", "iformer_large"):
-        with torch.device("meta"):  # shapes only: no weights are allocated
-            model = create_model(name)
-        macs, _ = count_flops(model, 224, backend="torch")
-        rows.append([name, f"{_count(model):,}", f"{macs / 1e9:.3f}"])
-    return markdown_table(["model", "parameters", "GMACs at 224 (torch counter, attention included)"], rows)
-
-
-def _plot(out: Path, names: list[str], scores: dict[str, list[float]]) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    means = [mean_std(scores[n])[0] for n in names]
-    stds = [mean_std(scores[n])[1] for n in names]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.bar(range(len(names)), means, yerr=stds, capsize=4, color=["tab:blue", "tab:gray", "tab:orange"])
-    ax.set_xticks(range(len(names)), [n.split(" (")[0] for n in names])
-    ax.set_ylim(min(means) - 3 * max([*stds, 0.5]), 100)
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("tiny iFormer on digits 32x32, matched parameters")
-    fig.tight_layout()
-    fig.savefig(out / "results.png", dpi=120)
-    plt.close(fig)
-
-
-def repro(argv: Sequence[str] | None = None) -> dict:
-    parser = cli.ArgumentParser(
-        prog="iformer-repro",
-        description="The frequency ramp vs attention-only and constant-split mixers at matched parameter count, "
-        "tiny iFormer on the embedded digits (32x32), several seeds.",
-    )
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs per run")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/iformer-repro/<time>)")
-    args = parser.parse_args(argv)
-    if args.seeds < 1 or args.epochs < 1:
-        raise UserError("--seeds and --epochs must be >= 1")
-    device = resolve_device(args.device)
-    out = cli.run_dir(args.out, "iformer-repro", resume=False)
+def run(out: Path, device: torch.device, *, seeds: int = 3, preset: str = "demo", epochs: int | None = None) -> dict:
+    """Train every variant for every seed (reusing runs recorded in ``out/runs``); write the report into ``out``."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    epochs = epochs or PRESETS[preset]["epochs"]
+    if epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {epochs}")
     log = get_logger()
-    loaders = digits_loaders(32, args.batch_size, seed=0, device=device)
-    target = _count(build_variant(VARIANTS["iFormer (frequency ramp)"]))
+    cache = RunCache(out / "runs", __version__)
+    loaders = digits_loaders(IMG_SIZE, BATCH_SIZE, seed=0, device=device)
     names = list(VARIANTS)
+    target = count_parameters(build_variant(VARIANTS[names[0]]))
     ratios = {name: 4.0 if i == 0 else matched_mlp_ratio(VARIANTS[name], target) for i, name in enumerate(names)}
     scores: dict[str, list[float]] = {name: [] for name in names}
     started = time.monotonic()
-    for seed in range(args.seeds):
+    for seed in range(seeds):
         for name in names:
-            score = train_variant(VARIANTS[name], ratios[name], seed, args.epochs, loaders, device)
-            scores[name].append(score)
-            log.info(f"seed {seed} {name}: test top-1 {score:.2f}%")
+            kwargs = {"attention_heads": list(VARIANTS[name]), "mlp_ratio": ratios[name]}
+            config = build_config("demo", seed=seed, epochs=epochs, batch_size=BATCH_SIZE, model_kwargs=kwargs)
+            run_name = f"{_slug(name)}-seed{seed}"
+
+            def train(config=config, run_name=run_name) -> dict:
+                return fit(config, cache.fresh_folder(run_name), device, loaders=loaders, quiet=True)
+
+            result = cache.run(run_name, {"config": config, "data_seed": 0}, train)
+            scores[name].append(result["test_top1"])
+            log.info(f"seed {seed} {name}: test top-1 {result['test_top1']:.2f}%")
     rows = []
     for name in names:
         model = build_variant(VARIANTS[name], ratios[name])
         split = " ".join(f"{b.attn.low_dim / (b.attn.low_dim + b.attn.high_dim):.2f}" for b in _blocks(model))
-        rows.append([name, split, f"{ratios[name]:.3f}", f"{_count(model):,}", format_mean_std(scores[name])])
+        rows.append([name, split, f"{ratios[name]:.3f}", f"{count_parameters(model):,}", format_mean_std(scores[name])])
     table = markdown_table(["mixer", "C_l/C per block", "MLP ratio", "parameters", "test top-1 (%)"], rows)
     ramp, attention, constant = (mean_std(scores[n])[0] for n in names)
     headline = (
         f"ramp {ramp:.2f}% vs attention-only {attention:.2f}% ({ramp - attention:+.2f}) vs constant split "
-        f"{constant:.2f}% ({ramp - constant:+.2f}), {args.seeds} seed(s), digits 32x32"
+        f"{constant:.2f}% ({ramp - constant:+.2f}), {seeds} seed(s), digits 32x32"
     )
-    sizes = _size_table()
-    print(f"{table}\n\n{headline}\n\n{sizes}", flush=True)
+    figure = plot_bars(
+        out / "results.png",
+        [n.split(" (")[0] for n in names],
+        {"test top-1": [scores[n] for n in names]},
+        ylabel="test top-1 (%)",
+        title=f"tiny iFormer on digits 32x32, matched parameters ({seeds} seed(s), {epochs} epochs)",
+    )
     results = {
         "scores": scores,
         "mlp_ratios": ratios,
-        "epochs": args.epochs,
-        "seeds": args.seeds,
+        "epochs": epochs,
+        "preset": preset,
+        "seeds": seeds,
         "seconds": round(time.monotonic() - started, 1),
     }
     write_results(
@@ -171,10 +135,23 @@ def repro(argv: Sequence[str] | None = None) -> dict:
         table=table,
         headline=headline,
         results=results,
-        notes=f"Released sizes:\n\n{sizes}",
+        notes=f"Released sizes:\n\n{size_table()}",
+        figure=figure,
     )
-    _plot(out, names, scores)
-    return results
+    return {**results, "headline": headline}
+
+
+def size_table() -> str:
+    """Parameters and MACs at 224 of the released sizes (meta tensors: nothing is allocated)."""
+    from iformer.bench import count_flops
+
+    rows = []
+    for name in ("iformer_small", "iformer_base", "iformer_large"):
+        with torch.device("meta"):
+            model = InceptionTransformer(**MODEL_CONFIGS[name])
+        macs, _ = count_flops(model, 224, backend="torch")
+        rows.append([name, f"{count_parameters(model):,}", f"{macs / 1e9:.3f}"])
+    return markdown_table(["model", "parameters", "GMACs at 224 (torch counter, attention included)"], rows)
 
 
 def _blocks(model: InceptionTransformer):

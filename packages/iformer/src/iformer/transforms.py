@@ -1,8 +1,8 @@
 """timm's ImageNet training and evaluation transforms on torchvision building blocks, and Mixup/CutMix.
 
-They reproduce the recipe of the paper (timm 0.5.4 ``create_transform`` and ``Mixup``, spec section 3);
-:func:`train_transform` and :func:`parse_rand_augment` say where they differ. All randomness uses
-torch's global RNG, so a checkpoint's saved RNG state makes a resumed run exact.
+They reproduce the recipe of the paper (timm 0.5.4 ``create_transform`` and ``Mixup`` as the official
+``train.py`` calls them); :func:`train_transform` and :func:`parse_rand_augment` say where they differ.
+All randomness uses torch's global RNG, so a checkpoint's saved RNG state makes a resumed run exact.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Every backbone's ``forward`` returns a tuple with one tensor per entry of its ``out_indices`` (the mmcls
 convention) and exposes ``stage_channels`` (channels of every selectable index). Attribute names make
-``state_dict`` keys equal those of the official checkpoints (spec §3.3), so released weights load by name.
-Layers keep PyTorch's default initialisation, as the official KF students do (spec §2.5). Pure PyTorch.
+``state_dict`` keys equal those of the official checkpoints (``cls/mmcls/models/backbones/`` of
+github.com/Adamdad/KnowledgeFactor), so released weights load by name. Layers keep PyTorch's default
+initialisation, as the official KF students do. Pure PyTorch.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class WideResNetCIFAR(nn.Module):
       (the pre-activation residual stream), and what feeds the next stage is unchanged.
     * ``True``: the official forward, bit for bit. Each requested intermediate output is LeakyReLU-ed in place
       and this activated tensor feeds the next stage, so with ``out_indices=(0, 1, 2)`` the network computes
-      a different function from the trained one (spec §2.5). ``out_indices`` must then end with 2.
+      a different function from the trained one. ``out_indices`` must then end with 2.
     """
 
     def __init__(
@@ -365,7 +366,7 @@ class SimpleGaussianConv64(SimpleConv64):
 class TinyCNN(nn.Module):
     """Three stages of Conv3×3-BN-ReLU-Conv3×3-BN-ReLU for 32×32 inputs; stages 2-3 start with stride 2.
 
-    Ours, for the CPU demo (spec §7.5's "3-stage CNN"); not an architecture of the paper. Default widths
+    Ours, for the CPU demo; not an architecture of the paper. Default widths
     (32, 64, 128): 287,456 parameters, outputs (32,32,32), (64,16,16), (128,8,8) at 32×32.
     """
 

@@ -1,11 +1,13 @@
-"""Multi-task datasets: readers for the paper's on-disk formats and the embedded offline defaults (spec §5, §7).
+"""Multi-task datasets: readers for the paper's on-disk formats and the embedded offline defaults.
 
 Every loader returns a :class:`MultiTaskData`: tensors in memory, labels (N, n_tasks) int64, one column per
 task. Real formats: CIFAR-10 python pickles (:func:`load_cifar10`), ImageNet-style class folders
 (:func:`load_image_folder`), the dSprites ``.npz`` (:func:`load_dsprites`) and the 3dshapes ``.h5``
-(:func:`load_shapes3d`), each with the official split. Embedded: :func:`digits_multitask`,
-:func:`mnist_one_vs_rest` and :func:`dsprites_embedded` (a procedural dSprites-lite written as the real
-``.npz`` layout by :func:`write_synthetic_dsprites` and read back by :func:`load_dsprites`).
+(:func:`load_shapes3d`), each with the official split (for dSprites and 3dshapes, that of
+``cls/mmcls/datasets/disentangle_data/`` in github.com/Adamdad/KnowledgeFactor). Embedded:
+:func:`digits_multitask`, :func:`mnist_one_vs_rest` and :func:`dsprites_embedded` (a procedural dSprites-lite
+written as the real ``.npz`` layout by :func:`write_synthetic_dsprites` and read back by :func:`load_dsprites`).
+:func:`load_multitask` picks the reader of a dataset by name.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from shared.data import TensorBatchDataset, cache_dir, load_digits, load_mnist5k
+from shared.data import cache_dir, class_folders, list_image_folder, load_digits, load_mnist5k, read_images
 from shared.errors import UserError, require_path
 
 SPLIT_SEED = 42  # dSprites: np.random.seed(42) permutation; Shapes3D with shuffle_split=True
@@ -30,8 +34,6 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 # latents_classes columns 1..5 (column 0 is the constant colour) and their class counts.
@@ -65,12 +67,6 @@ class MultiTaskData:
     def num_tasks(self) -> int:
         return len(self.task_names)
 
-    def train_dataset(self) -> TensorBatchDataset:
-        return TensorBatchDataset(self.x_train, self.y_train)
-
-    def test_dataset(self) -> TensorBatchDataset:
-        return TensorBatchDataset(self.x_test, self.y_test)
-
 
 def select_tasks(data: MultiTaskData, names: list[str] | tuple[str, ...]) -> MultiTaskData:
     """The same data restricted to the tasks ``names``, in that order."""
@@ -91,7 +87,7 @@ def select_tasks(data: MultiTaskData, names: list[str] | tuple[str, ...]) -> Mul
 
 def _one_vs_rest(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(N,) class indices -> (N, K) binary labels, column k = "is class k" (the official ``np.eye(K)[y]``)."""
-    return torch.nn.functional.one_hot(labels, num_classes).long()
+    return F.one_hot(labels, num_classes).long()
 
 
 def _split_rows(perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +123,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar10(root: Path) -> MultiTaskData:
-    """CIFAR-10 from its python pickles (spec §5): ``root/cifar-10-batches-py/`` or that folder itself.
+    """CIFAR-10 from its python pickles: ``root/cifar-10-batches-py/`` or that folder itself.
 
     Reads ``data_batch_1..5`` (train) and ``test_batch`` (test) without an md5 check. Images float32 in [0, 1],
     (N, 3, 32, 32); one task "class" with 10 classes.
@@ -165,44 +161,26 @@ def cifar10_one_vs_rest(data: MultiTaskData) -> MultiTaskData:
 
 
 def _read_image_split(folder: Path, classes: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from PIL import Image, UnidentifiedImageError
-
-    images, labels = [], []
-    for label, cls in enumerate(classes):
-        class_dir = folder / cls
-        if not class_dir.is_dir():
-            continue
-        for file in sorted(class_dir.iterdir()):
-            if file.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            try:
-                with Image.open(file) as img:
-                    img = img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-                    images.append(np.asarray(img, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError) as exc:
-                raise UserError(f"cannot read image {file} ({exc}): remove or replace it") from exc
-            labels.append(label)
-    if not images:
-        raise UserError(f"{folder} holds no images in class folders (extensions {', '.join(IMAGE_EXTENSIONS)})")
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    return x.contiguous(), torch.tensor(labels, dtype=torch.long)[:, None]
+    items, _ = list_image_folder(folder, classes=classes)
+    x = read_images([path for path, _ in items], size, mode="RGB").float().div_(255.0)
+    return x.contiguous(), torch.tensor([label for _, label in items], dtype=torch.long)[:, None]
 
 
 def load_image_folder(root: Path, size: int) -> MultiTaskData:
-    """An ImageNet-style folder (spec §5): ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test``).
+    """An ImageNet-style folder: ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test``).
 
-    Classes are the sorted folder names of ``train``; images are loaded into memory as RGB, resized to
-    ``size`` x ``size``, float32 in [0, 1]. Meant for small subsets.
+    Classes are the sorted folder names of ``train`` (the test split gets their labels); images are loaded into
+    memory as RGB, resized to ``size`` x ``size``, float32 in [0, 1]. Meant for small subsets.
     """
     root = require_path(root, "image folder", kind="dir")
     train_dir = root / "train"
     test_dir = next((root / n for n in ("val", "test") if (root / n).is_dir()), None)
     if not train_dir.is_dir() or test_dir is None:
         raise UserError(f"{root} is not an ImageFolder dataset: it needs train/<class>/ and val/<class>/ (or test/)")
-    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    classes = class_folders(train_dir)
     if not classes:
         raise UserError(f"{train_dir} has no class folders: expected train/<class>/<image>")
-    extra = sorted({p.name for p in test_dir.iterdir() if p.is_dir()} - set(classes))
+    extra = sorted(set(class_folders(test_dir)) - set(classes))
     if extra:
         raise UserError(f"{test_dir} has classes absent from {train_dir}: {extra}")
     x_train, y_train = _read_image_split(train_dir, classes, size)
@@ -214,7 +192,7 @@ def load_image_folder(root: Path, size: int) -> MultiTaskData:
 
 
 def load_dsprites(path: Path, tasks: tuple[str, ...] = tuple(DSPRITES_TASKS)) -> MultiTaskData:
-    """dSprites from its ``.npz`` (spec §5): ``imgs`` (N, 64, 64) 0/1 and ``latents_classes`` (N, 6).
+    """dSprites from its ``.npz``: ``imgs`` (N, 64, 64) 0/1 and ``latents_classes`` (N, 6).
 
     Tasks are ``latents_classes`` columns 1..5 (shape 3, scale 6, orientation 40, posX 32, posY 32), of which
     ``tasks`` keeps some, in that order. Official split: the permutation of ``np.random.seed(42)``, first 70%
@@ -282,7 +260,7 @@ def _rasterise_sprites(
 
 
 def write_synthetic_dsprites(path: Path, n: int = 4000, seed: int = 0, size: int = 64) -> Path:
-    """Write a procedural dSprites-lite (spec §7) in the real ``.npz`` layout; returns ``path``.
+    """Write a procedural dSprites-lite (ours) in the real ``.npz`` layout; returns ``path``.
 
     ``n`` sprites with uniformly drawn factors: shape {square, ellipse, heart}, scale (6 values in [0.5, 1]),
     orientation (40 values in [0, 2π)), posX/posY (32 values each), drawn white on black at ``size`` x ``size``.
@@ -328,7 +306,7 @@ def write_synthetic_dsprites(path: Path, n: int = 4000, seed: int = 0, size: int
 
 
 def load_shapes3d(path: Path, shuffle_split: bool = False) -> MultiTaskData:
-    """3dshapes from its ``.h5`` (spec §5): ``images`` (N, 64, 64, 3) uint8 and ``labels`` (N, 6) float.
+    """3dshapes from its ``.h5``: ``images`` (N, 64, 64, 3) uint8 and ``labels`` (N, 6) float.
 
     Each factor's values are mapped to class indices in sorted order (floor hue 10, wall hue 10, object hue 10,
     scale 8, shape 4, orientation 15 on the real file). Official split: first 70% rows train, last 30% test, no
@@ -375,7 +353,7 @@ def _three_channels(x: torch.Tensor) -> torch.Tensor:
 
 
 def _digit_tasks(digit: torch.Tensor) -> torch.Tensor:
-    """The five digits tasks of spec §7 from the digit label: digit, parity, ≥ 5, prime, loop class."""
+    """The five digits tasks (ours) from the digit label: digit, parity, ≥ 5, prime, loop class."""
     primes = torch.isin(digit, torch.tensor(_PRIMES))
     loops = torch.tensor(_LOOPS)[digit]
     return torch.stack([digit, digit % 2, (digit >= 5).long(), primes.long(), loops], dim=1)
@@ -383,7 +361,7 @@ def _digit_tasks(digit: torch.Tensor) -> torch.Tensor:
 
 def digits_multitask(size: int = 32) -> MultiTaskData:
     """scikit-learn's 8x8 digits (embedded, 1,442/355 split) upsampled to ``size``, 3 channels, (x − 0.5)/0.5,
-    with the tasks digit (10), parity (2), ge5 (2), prime (2), loops (3: {1,2,3,5,7} / {0,4,6,9} / {8}) (spec §7)."""
+    with the tasks digit (10), parity (2), ge5 (2), prime (2), loops (3: {1,2,3,5,7} / {0,4,6,9} / {8})."""
     d = load_digits(size)
     return MultiTaskData(
         "digits-multitask",
@@ -422,3 +400,52 @@ def dsprites_embedded(n: int = 4000, seed: int = 0) -> MultiTaskData:
     if not path.is_file():
         write_synthetic_dsprites(path, n=n, seed=seed)
     return replace(load_dsprites(path), name="dsprites-lite")
+
+
+# --- By name ------------------------------------------------------------------------------------------------------
+
+#: The datasets of the settings: read from ``path`` in their real format, or embedded (no ``path``).
+FILE_DATASETS = ("cifar10", "imagenet", "shapes3d")
+EMBEDDED_DATASETS = ("mnist", "digits")
+
+
+def load_multitask(
+    dataset: str, path: Path | None = None, *, tasks: Sequence[str] | None = None, image_size: int | None = None
+) -> MultiTaskData:
+    """The dataset ``dataset`` of a setting, read from ``path`` (its real format) or its embedded default.
+
+    ``dsprites`` reads the official ``.npz`` at ``path``, or without it the embedded dSprites-lite; ``mnist`` and
+    ``digits`` are embedded only; ``cifar10`` (its pickles), ``imagenet`` (an ImageFolder at 224) and
+    ``shapes3d`` (its ``.h5``) need ``path``. ``tasks`` keeps those tasks, in that order; ``image_size``
+    resizes the images (area interpolation).
+    """
+    if dataset in FILE_DATASETS and path is None:
+        raise UserError(f"the {dataset} dataset needs --data (its files); nothing is downloaded")
+    if dataset in EMBEDDED_DATASETS and path is not None:
+        raise UserError(f"the {dataset} data is embedded and reads no files: leave out --data {path}")
+    if dataset == "dsprites":
+        data = load_dsprites(require_path(path, "--data")) if path else dsprites_embedded()
+    elif dataset == "mnist":
+        data = mnist_one_vs_rest(size=28)
+    elif dataset == "digits":
+        data = digits_multitask(size=32)
+    elif dataset == "cifar10":
+        data = load_cifar10(require_path(path, "--data", kind="dir"))
+    elif dataset == "shapes3d":
+        data = load_shapes3d(require_path(path, "--data", kind="file"))
+    elif dataset == "imagenet":
+        data = load_image_folder(require_path(path, "--data", kind="dir"), 224)
+    else:
+        raise UserError(
+            f"unknown dataset {dataset!r}: choose one of dsprites, {', '.join(EMBEDDED_DATASETS + FILE_DATASETS)}"
+        )
+    if tasks is not None:
+        data = select_tasks(data, list(tasks))
+    if image_size and data.x_train.shape[-1] != image_size:
+        size = (image_size, image_size)
+        data = replace(
+            data,
+            x_train=F.interpolate(data.x_train, size=size, mode="area"),
+            x_test=F.interpolate(data.x_test, size=size, mode="area"),
+        )
+    return data

@@ -1,14 +1,19 @@
-"""The objectives of Knowledge Factorization, exactly as the official release computes them (spec §2.4).
+"""The objectives of Knowledge Factorization (Yang, Ye, Wang; ECCV 2022), as the official release computes them.
 
-The total training loss of ``KFImageClassifier.forward_train`` (spec §2.4, item 6) is
+The paper's InfoMax-Bottleneck (IMB) objective keeps the common feature z_c informative (the InfoMax term,
+max I(x; z_c), estimated against the teacher's features) and each task feature z_i minimal (the bottleneck
+term, min β·I(x; z_i), bounded by a KL to N(0, I)), beside distillation from the teacher and the tasks'
+cross-entropies. The release (github.com/Adamdad/KnowledgeFactor: ``cls/mmcls/models/losses/kd_loss.py``,
+``KFImageClassifier.forward_train`` in ``cls/mmcls/models/classifiers/kf.py``) sums
 ``L_infomax + L_kd + L_cls + L_task + L_infomin``; this module holds each term's per-call function:
 
-* :func:`infomax_loss` -- InfoMax between projected teacher features and common features (§2.4.1);
-* :func:`batch_gaussian_stats` + :func:`infomin_loss` -- the task bottleneck (§2.4.2);
-* :func:`soft_target_kd` -- Hinton KD on logits (§2.4.3);
-* :func:`label_smooth_ce` -- mmcls label-smoothed cross-entropy for ``L_cls`` and ``L_task`` (§2.4.4-5).
+* :func:`infomax_loss` -- the InfoMax term, between projected teacher features and common features;
+* :func:`batch_gaussian_stats` + :func:`infomin_loss` -- the bottleneck term on the task features;
+* :func:`soft_target_kd` -- the distillation term, Hinton KD on logits;
+* :func:`label_smooth_ce` -- the tasks' cross-entropies ``L_cls`` (on z_c + z_i) and ``L_task`` (on z_i).
 
-All functions are device-agnostic and differentiable in every input.
+Each docstring names the term of the paper's objective and the official function whose exact form it
+reproduces. All functions are device-agnostic and differentiable in every input.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ def _row_normalise(x: Tensor) -> Tensor:
 
 
 def infomax_loss(a: Tensor, c: Tensor, mode: str = "official") -> Tensor:
-    """InfoMax critic loss between two batches of features ``a`` (B, D) and ``c`` (B, D) (spec §2.4.1).
+    """The InfoMax term of the paper's IMB objective, max I(x; z_c), as a critic loss between two batches of
+    features ``a`` (B, D) and ``c`` (B, D): the official ``InfoMax_loss`` (``kd_loss.py``) by default.
 
     With row-normalised â, ĉ and the B×B cosine matrix S = â ĉᵀ:
 
@@ -63,9 +69,10 @@ def infomax_loss(a: Tensor, c: Tensor, mode: str = "official") -> Tensor:
 
 
 def batch_gaussian_stats(z: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-dimension batch mean μ and log of the unbiased batch variance log σ² of ``z`` (B, d) (spec §2.4.2).
+    """Per-dimension batch mean μ and log of the unbiased batch variance log σ² of ``z`` (B, d).
 
-    This is what the official ``TSN_backbone`` returns beside its feature: one Gaussian fitted to the batch.
+    The Gaussian of the bottleneck term (:func:`infomin_loss`) as the official ``TSN_backbone``
+    (``cls/mmcls/models/backbones/tsn.py``) returns it beside its feature: one Gaussian fitted to the batch.
     """
     if z.ndim != 2 or z.shape[0] < 2:
         raise ValueError(f"batch_gaussian_stats needs a (B, d) tensor with B >= 2, got {tuple(z.shape)}")
@@ -73,7 +80,8 @@ def batch_gaussian_stats(z: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def infomin_loss(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(μ, σ²) ‖ N(0, 1)) as the official ``InfoMin_loss`` computes it (spec §2.4.2).
+    """The bottleneck (InfoMin) term of the paper's IMB objective, min β·I(x; z_i), bounded by
+    KL(N(μ, σ²) ‖ N(0, 1)), as the official ``InfoMin_loss`` (``kd_loss.py``) computes it (β applied by the caller).
 
     * 1-D (d,) batch statistics: ℓ_min = −½ · mean_d(1 + log σ²_d − μ_d² − σ²_d), the mean over d of the KL.
     * 2-D (B, d) per-sample statistics (VAE-style): −½ Σ_d(1 + log σ² − μ² − σ²), averaged over the batch.
@@ -87,7 +95,8 @@ def infomin_loss(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 def soft_target_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """Hinton KD (the official ``SoftTarget``, spec §2.4.3): T² · (1/B) Σ_b KL(softmax(t_b/T) ‖ softmax(s_b/T))."""
+    """The distillation term of the paper's objective: Hinton KD as the official ``SoftTarget`` (``kd_loss.py``)
+    computes it, T² · (1/B) Σ_b KL(softmax(t_b/T) ‖ softmax(s_b/T))."""
     t = float(temperature)
     log_student = F.log_softmax(student_logits / t, dim=1)
     teacher = F.softmax(teacher_logits / t, dim=1)
@@ -95,7 +104,8 @@ def soft_target_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: 
 
 
 def label_smooth_ce(logits: Tensor, target: Tensor, smoothing: float = 0.1, mode: str = "classy_vision") -> Tensor:
-    """Label-smoothed cross-entropy of mmcls ``LabelSmoothLoss`` (spec §2.4.4), mean over the batch.
+    """The tasks' cross-entropy terms of the paper's objective (``loss_cls`` on z_c + z_i, ``loss_task`` on z_i):
+    the label-smoothed cross-entropy of mmcls ``LabelSmoothLoss`` as the official configs set it, mean over the batch.
 
     ``target`` holds class indices (B,) or soft labels (B, K) (e.g. after Mixup, smoothed the same way).
     With ε = ``smoothing`` and K classes the target distribution is

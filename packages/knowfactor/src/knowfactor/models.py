@@ -1,10 +1,11 @@
-"""Knowledge Factorization (Yang, Ye, Wang; ECCV 2022): factor networks and their assembly.
+"""Knowledge Factorization (Yang, Ye, Wang; ECCV 2022): factor networks, their assembly, and the builders.
 
 A frozen teacher that solves N tasks is factorized into N factor networks. Factor network i is the
 shared Common Knowledge Network (CKN), its own Task-Specific Network TSN_i and head h_i, with logits
-h_i(z_c + z_i) (spec 2.2). Attribute names give the official state_dict keys: ``student.CKN.*``,
-``student.TSN.{i}.{encoder,fc}``, ``student.head.fc`` (``fcs.{i}`` for several tasks),
-``student.head_task.*``, ``teacher.{backbone,head}.*``, ``feat_fcs.{l}.{0,1,3}.*``.
+h_i(z_c + z_i) (the official ``KFImageClassifier.simple_test``). Attribute names give the official
+state_dict keys: ``student.CKN.*``, ``student.TSN.{i}.{encoder,fc}``, ``student.head.fc`` (``fcs.{i}`` for
+several tasks), ``student.head_task.*``, ``teacher.{backbone,head}.*``, ``feat_fcs.{l}.{0,1,3}.*``.
+``build_*`` make each model of a setting (:data:`knowfactor.config.CONFIGS`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from knowfactor.backbones import build_backbone, feature_channels
+from knowfactor.config import KFConfig
 from knowfactor.losses import batch_gaussian_stats, infomax_loss, infomin_loss, label_smooth_ce, soft_target_kd
 from shared.errors import UserError
 
@@ -106,18 +109,19 @@ class KFStudent(nn.Module):
         return pooled(self.CKN(x)), [tsn(x) for tsn in self.TSN]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Per-task logits h_i(z_c + z_i) (spec 2.2)."""
+        """Per-task logits h_i(z_c + z_i)."""
         common, tasks = self.forward_all(x)
         return self.head([common[-1] + z for z in tasks])
 
 
 class KFModel(nn.Module):
-    """Student, frozen teacher and the InfoMax projectors, with the official training objective (spec 2.4).
+    """Student, frozen teacher and the InfoMax projectors, with the official training objective.
 
-    ``forward_train`` returns the five official terms (``loss_infomax``, ``loss_kd``, ``loss_cls``,
-    ``loss_task``, ``loss_infomin``); their sum is the objective. Several tasks sum their per-task
-    terms (the release crashes for N > 1). The teacher runs in eval mode unless
-    ``official_teacher_bn=True`` reproduces the release, whose teacher BatchNorms use batch statistics.
+    ``forward_train`` returns the five terms of the official ``KFImageClassifier.forward_train``
+    (``loss_infomax``, ``loss_kd``, ``loss_cls``, ``loss_task``, ``loss_infomin``); their sum is the
+    objective. Several tasks sum their per-task terms (the release crashes for N > 1). The teacher runs in
+    eval mode unless ``official_teacher_bn=True`` reproduces the release, whose teacher BatchNorms use batch
+    statistics.
     """
 
     def __init__(
@@ -243,7 +247,7 @@ class ClassifierModel(nn.Module):
 
 
 class FactorNetwork(nn.Module):
-    """One stand-alone factor network: CKN + TSN_i + h_i, all a single task needs (spec 2.1)."""
+    """One stand-alone factor network: CKN + TSN_i + h_i, all a single task needs."""
 
     def __init__(self, ckn: nn.Module, tsn: TaskSpecificNet, head: nn.Linear) -> None:
         super().__init__()
@@ -294,3 +298,56 @@ def assemble(factors: Sequence[FactorNetwork]) -> AssembledNetwork:
                 "factorizations and cannot be assembled without fine-tuning"
             )
     return AssembledNetwork(factors[0].CKN, [f.TSN for f in factors], [f.head for f in factors])
+
+
+# --- the models of a setting -------------------------------------------------------------------------------------
+
+
+def _backbone(config: KFConfig, role: str, out_indices: Sequence[int]) -> nn.Module:
+    name = {"teacher": config.teacher, "ckn": config.ckn, "tsn": config.tsn}[role]
+    kwargs = {"out_indices": tuple(out_indices), **config.backbone_kwargs.get(role, {})}
+    return build_backbone(name, **kwargs)
+
+
+def build_teacher(config: KFConfig, task_classes: Sequence[int]) -> MultiTaskClassifier:
+    """The teacher: its backbone at the InfoMax levels, a head per task on the last one."""
+    backbone = _backbone(config, "teacher", config.teacher_levels)
+    return MultiTaskClassifier(backbone, feature_channels(backbone)[-1], task_classes)
+
+
+def build_student(config: KFConfig, task_classes: Sequence[int]) -> KFStudent:
+    """CKN + one TSN per task (width d = the CKN's last level) + heads."""
+    ckn = _backbone(config, "ckn", config.ckn_levels)
+    dim = feature_channels(ckn)[-1]
+    tsns = []
+    for _ in task_classes:
+        encoder = _backbone(config, "tsn", (config.tsn_level,))
+        tsns.append(TaskSpecificNet(encoder, feature_channels(encoder)[-1], dim))
+    return KFStudent(ckn, tsns, dim, task_classes)
+
+
+def build_kf(config: KFConfig, teacher: MultiTaskClassifier, task_classes: Sequence[int], **overrides) -> KFModel:
+    """The KF training model around ``teacher``; ``overrides`` change loss weights (beta, lambda_feat, ...)."""
+    student = build_student(config, task_classes)
+    weights = {k: getattr(config, k) for k in ("temperature", "lambda_kd", "lambda_feat", "beta", "w_task")}
+    return KFModel(
+        student,
+        teacher,
+        feature_channels(teacher.backbone),
+        feature_channels(student.CKN),
+        **{**weights, **overrides},
+    )
+
+
+def build_kd_student(config: KFConfig, task_classes: Sequence[int]) -> MultiTaskClassifier:
+    """The KD baseline's student: the CKN's architecture with a head per task."""
+    ckn = _backbone(config, "ckn", config.ckn_levels)
+    return MultiTaskClassifier(ckn, feature_channels(ckn)[-1], task_classes)
+
+
+def build_kd(config: KFConfig, teacher: MultiTaskClassifier, task_classes: Sequence[int], **overrides) -> KDModel:
+    """The KD baseline: Hinton KD of ``teacher`` into :func:`build_kd_student`; ``overrides`` change
+    ``temperature`` and ``lambda_kd``."""
+    student = build_kd_student(config, task_classes)
+    weights = {"temperature": config.temperature, "lambda_kd": config.lambda_kd, **overrides}
+    return KDModel(student, teacher, **weights)

@@ -1,16 +1,17 @@
-"""Hyper-parameters: LC-Booster's released configs, DivideMix's Table 7, and the CPU schedules (spec §4, §10).
+"""The run configuration (one dataclass): LC-Booster's released configs, DivideMix's Table 7, CPU schedules.
 
 A run is picked by a dataset, a noise setting (``sym20 sym50 sym80 sym90 asym40``), a method
 (``ce dividemix lcbooster``) and a preset (``paper``: the full CIFAR recipe; ``small``/``demo``: the
 embedded MNIST-5k or digits at CPU scale). :func:`build_config` turns them into one :class:`TrainConfig`;
-command-line options override single fields.
+command-line options override single fields. :data:`SETTINGS` names the paper's CIFAR settings
+(``c10-sym90`` = CIFAR-10, 90% symmetric noise).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lcbooster.noise import check_noise_ratio
 from shared.errors import UserError
@@ -19,7 +20,16 @@ METHODS = ("ce", "dividemix", "lcbooster")
 NOISE_SETTINGS = ("sym20", "sym50", "sym80", "sym90", "asym40")
 CIFAR = ("cifar10", "cifar100")
 EMBEDDED = ("mnist5k", "digits")
+#: ``paper``: the released recipe (CIFAR only); ``small`` / ``demo``: the embedded schedules (CIFAR: the recipe).
+PRESETS = ("paper", "small", "demo")
 DATASETS = (*CIFAR, *EMBEDDED)
+#: ``--setting`` shorthands: ``c10-<noise>`` / ``c100-<noise>`` -> (dataset, noise); no asymmetric CIFAR-100.
+SETTINGS = {
+    f"c{d.removeprefix('cifar')}-{n}": (d, n)
+    for d in CIFAR
+    for n in NOISE_SETTINGS
+    if d == "cifar10" or "asym" not in n
+}
 
 # DivideMix Appendix B, Table 7 (λu); p_threshold is 0.5, or 0.6 at 90% noise. C100 20/50% are unverified.
 TABLE7_LAMBDA_U = {
@@ -71,6 +81,12 @@ class TrainConfig:
     faithful_bn_in_guess: bool = True  # trained net in train() mode while guessing (official quirk)
     reset_history_on_relabel: bool = False
     mixup_labeled_only_when_no_lu: bool = True  # λu = 0: LC-Booster mixes labelled rows only (SmoothCE)
+    data: Path | None = None  # CIFAR pickles (or CIFAR-style pickles of another dataset); None: embedded
+    noise_file: Path | None = None  # noisy labels (.npy (2, N) or DivideMix .json); None: drawn
+    noise_seed: int | None = None  # seed of the noise draw; None: ``seed``
+    weights: Path | None = None  # local ImageNet state_dict (resnet50)
+    seed: int = 0
+    amp: bool = False
 
     @property
     def noise_mode(self) -> str:
@@ -126,10 +142,10 @@ def _paper(dataset: str, noise: str, method: str) -> dict:
     return values
 
 
-# CPU schedules on the embedded data (spec §10): the same algorithm, fewer and shorter epochs. The
-# correction comes at 60% of training, just before the lr drop: in the paper (epoch 101 of 300) it comes
-# once DivideMix is already good; at 40% (the spec's suggestion) the digits nets were still weak at 90%
-# noise and the correction hurt 2 of 3 seeds (README). MNIST-5k's demo is shorter than the digits' (2.8x
+# CPU schedules on the embedded data: the same algorithm, fewer and shorter epochs. The correction comes
+# at 60% of training, just before the lr drop: in the paper (epoch 101 of 300) it comes once DivideMix is
+# already good; at 40% the digits nets were still weak at 90% noise and the correction hurt 2 of 3 seeds
+# (README). MNIST-5k's demo is shorter than the digits' (2.8x
 # the images per epoch) so that ``lcbooster-train`` stays minutes.
 EMBEDDED_SCHEDULES = {
     ("digits", "demo"): {"warmup_epochs": 10, "epochs": 40},
@@ -159,6 +175,10 @@ def build_config(dataset: str, noise: str, method: str, preset: str, **overrides
         raise UserError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    if preset == "paper" and dataset in EMBEDDED:
+        raise UserError("--preset paper is the CIFAR recipe: pass --setting c10-sym90 (or --dataset) and --data")
     parse_noise(noise)
     if noise.startswith("asym") and dataset == "cifar100":
         raise UserError("there is no asymmetric-noise protocol for CIFAR-100: use a sym setting")
@@ -186,10 +206,6 @@ def validate(config: TrainConfig) -> None:
     if config.method != "ce" and expected is not None and config.lambda_u != expected:
         warnings.warn(
             f"lambda_u={config.lambda_u:g} differs from DivideMix Table 7 ({expected:g} for {dataset} "
-            f"{config.noise}); per-setting values matter (DivideMix issues #15, #17, #50)",
+            f"{config.noise}); per-setting values matter (see the official DivideMix repository's issues)",
             stacklevel=2,
         )
-
-
-def to_dict(config: TrainConfig) -> dict:
-    return dataclasses.asdict(config)

@@ -1,4 +1,8 @@
-"""LC-Booster's reliable label correction (spec §3.7): one confident hard relabelling from both networks."""
+"""LC-Booster's reliable label correction: one confident hard relabelling from both networks.
+
+"Reliable Label Correction is a Good Booster When Learning with Extremely Noisy Labels" (Wang et al., 2022),
+as its official code's ``relabel`` (``train_ww_ws.py``) performs it.
+"""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 - CIFAR-10/100 python pickles, read by a restricted unpickler (no md5 check, unlike torchvision, so small
   fixtures load too); :func:`write_cifar_pickles` writes the same layout.
 - The embedded MNIST-5k and UCI digits, written once as CIFAR-10-style pickles and read back by the same reader.
-- Clothing1M and WebVision label lists (DivideMix's loaders) and a dataset reading their images.
+- Clothing1M and WebVision label lists (DivideMix's loaders, read by :func:`shared.data.read_image_list`) and a
+  dataset reading their images (:func:`shared.data.open_image`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from shared.checkpoint import atomic_write
-from shared.data import cache_dir, load_digits, load_mnist5k
+from shared.data import cache_dir, load_digits, load_mnist5k, open_image, read_image_list, require_images
 from shared.errors import UserError, require_path
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -355,43 +356,45 @@ def load_embedded(name: str = "mnist5k") -> ImageData:
     return dataclasses.replace(load_cifar(embedded_dataset(name), "cifar10"), name=name, flip=False)
 
 
+def load_images(dataset: str, path: str | os.PathLike | None = None) -> ImageData:
+    """The in-memory dataset of a run: CIFAR pickles from ``path`` (``--data``), or an embedded dataset.
+
+    With ``path``, an embedded dataset name reads CIFAR-style pickles of another dataset there (no flip).
+    """
+    if dataset in _LAYOUTS:
+        if path is None:
+            raise UserError(f"--dataset {dataset} needs --data (the CIFAR python pickles); nothing is downloaded")
+        return load_cifar(require_path(path, "--data", kind="dir"), kind=dataset)
+    if path is not None:
+        return dataclasses.replace(load_cifar(require_path(path, "--data", kind="dir")), flip=False)
+    return load_embedded(dataset)
+
+
 @dataclass
 class ImageList:
-    """Image paths relative to ``root`` with their labels."""
+    """Image paths relative to ``root`` with their labels; ``source`` names the list they come from."""
 
     root: Path
     paths: list[str]
     labels: np.ndarray
+    source: str = "the image list"
 
     def __len__(self) -> int:
         return len(self.paths)
 
-
-def _text_lines(path: str | os.PathLike, what: str) -> tuple[Path, list[str]]:
-    path = require_path(path, what, kind="file")
-    try:
-        return path, path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{what} {path} is not a UTF-8 text file: use the list from the dataset release") from exc
-
-
-def read_label_file(path: str | os.PathLike) -> dict[str, int]:
-    """``relative/path.jpg label`` lines as a dict, in file order (blank lines skipped)."""
-    path, lines = _text_lines(path, "label file")
-    table = {}
-    for number, line in enumerate(lines, start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 2 or not (fields[1].isascii() and fields[1].isdigit()):
-            raise UserError(f"{path} line {number} is not 'relative/path.jpg label': {line.strip()[:80]!r}")
-        table[fields[0]] = int(fields[1])
-    return table
+    def require_images(self, limit: int = 5) -> None:
+        """A UserError naming how many listed images are missing on disk, and the first ``limit``."""
+        require_images(self.root, self.paths, self.source, limit)
 
 
 def read_key_list(path: str | os.PathLike) -> list[str]:
-    """The non-blank lines of a key list (one relative image path per line)."""
-    return [line.strip() for line in _text_lines(path, "key list")[1] if line.strip()]
+    """The non-blank lines of a Clothing1M key list (one relative image path per line)."""
+    path = require_path(path, "key list", kind="file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"key list {path} is not UTF-8 text: use the list from the dataset release") from None
+    return [line.strip() for line in lines if line.strip()]
 
 
 def _require_files(root: Path, names: list[str], dataset: str) -> None:
@@ -409,7 +412,7 @@ def load_clothing1m(root: str | os.PathLike) -> dict[str, ImageList]:
         "test": ("clean_test_key_list.txt", "clean_label_kv.txt"),
     }
     _require_files(root, sorted({name for pair in splits.values() for name in pair}), "Clothing1M")
-    tables = {name: read_label_file(root / name) for name in ("noisy_label_kv.txt", "clean_label_kv.txt")}
+    tables = {name: dict(read_image_list(root / name)) for name in ("noisy_label_kv.txt", "clean_label_kv.txt")}
     lists = {}
     for split, (key_file, label_file) in splits.items():
         keys, table = read_key_list(root / key_file), tables[label_file]
@@ -419,7 +422,8 @@ def load_clothing1m(root: str | os.PathLike) -> dict[str, ImageList]:
                 f"{len(absent)} keys of {key_file} are absent from {label_file} (e.g. {', '.join(absent[:3])}): "
                 "use the label and key lists of the same Clothing1M release"
             )
-        lists[split] = ImageList(root, keys, np.array([table[key] for key in keys], dtype=np.int64))
+        labels = np.array([table[key] for key in keys], dtype=np.int64)
+        lists[split] = ImageList(root, keys, labels, source=key_file)
     return lists
 
 
@@ -434,21 +438,10 @@ def load_webvision(root: str | os.PathLike, num_classes: int = 50) -> dict[str, 
         ("train", "train_filelist_google.txt", ""),
         ("val", "val_filelist.txt", "val_images_256/"),
     ):
-        kept = [(path, label) for path, label in read_label_file(root / "info" / name).items() if label < num_classes]
-        lists[split] = ImageList(
-            root, [prefix + path for path, _ in kept], np.array([label for _, label in kept], dtype=np.int64)
-        )
+        kept = [(path, label) for path, label in read_image_list(root / "info" / name) if label < num_classes]
+        paths = [prefix + path for path, _ in kept]
+        lists[split] = ImageList(root, paths, np.array([label for _, label in kept], dtype=np.int64), f"info/{name}")
     return lists
-
-
-def check_images_exist(image_list: ImageList, limit: int = 5) -> None:
-    """Raise a UserError listing up to ``limit`` images of ``image_list`` missing on disk, and their count."""
-    missing = [path for path in image_list.paths if not (image_list.root / path).is_file()]
-    if missing:
-        raise UserError(
-            f"{len(missing)} of {len(image_list)} listed images are missing under {image_list.root} "
-            f"({', '.join(missing[:limit])}): extract the image archives into that folder"
-        )
 
 
 class ImageListDataset(Dataset):
@@ -464,12 +457,7 @@ class ImageListDataset(Dataset):
         return len(self.image_list)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path = self.image_list.root / self.image_list.paths[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise UserError(f"cannot read image {path} ({type(exc).__name__}): delete or replace the file") from exc
+        image = open_image(self.image_list.root / self.image_list.paths[index])
         width, height = image.size
         scale = self.size / min(width, height)
         width, height = max(self.size, round(width * scale)), max(self.size, round(height * scale))

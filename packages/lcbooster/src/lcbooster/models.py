@@ -1,4 +1,4 @@
-"""Networks of LC-Booster / DivideMix (spec §3.1, §4.3, §10) and :func:`build_model`.
+"""Networks of LC-Booster / DivideMix (PreAct ResNet, ResNet-50), the CPU reproduction's small CNN, :func:`build_model`.
 
 ``PreActResNet`` follows DivideMix's ``PreResNet.py`` so its checkpoints load by name (``conv1``, ``bn1``,
 ``layer{1-4}.{i}.{bn1,conv1,bn2,conv2,shortcut.0}``, ``linear``). LC-Booster's ``models/preresnet.py`` is the same
@@ -31,8 +31,8 @@ class PreActBlock(nn.Module):
 
     The 1×1 conv shortcut (stride ≠ 1 or width change) reads the pre-activated input, as both official
     repos do. Both also add the *identity* shortcut to the pre-activated input (``identity_shortcut="preact"``,
-    the default), unlike the textbook pre-act ResNet (``"input"``, the raw block input). The spec (§3.1) states
-    the rule only for the conv shortcut; the identity case is read from the code, unverified against the paper.
+    the default), unlike the textbook pre-act ResNet (``"input"``, the raw block input). The papers state no rule;
+    both cases are read from the official code (``PreResNet.py``, ``models/preresnet.py``).
     """
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1, identity_shortcut: IdentityShortcut = "preact"):
@@ -90,7 +90,7 @@ class PreActResNet(nn.Module):
 
 
 def preact_resnet18(num_classes: int = 10, in_chans: int = 3, identity_shortcut: IdentityShortcut = "preact"):
-    """PreAct ResNet-18 [2,2,2,2]: 11,171,274 parameters for 10 classes, 11,217,444 for 100 (spec §3.1)."""
+    """PreAct ResNet-18 [2,2,2,2]: 11,171,274 parameters for 10 classes, 11,217,444 for 100 (as released)."""
     return PreActResNet((2, 2, 2, 2), num_classes, in_chans, identity_shortcut)
 
 
@@ -124,7 +124,7 @@ class ConvBlock(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """The CPU-reproduction network for 8×8 or 28×28 digits (spec §10): three conv blocks, GAP, ``fc``.
+    """The CPU-reproduction network for 8×8 or 28×28 digits: three conv blocks, GAP, ``fc``.
 
     A 2×2 max-pool follows each of the first two blocks while the map is at least 2 pixels wide
     (28→14→7, 8→4→2).
@@ -150,7 +150,7 @@ def small_cnn(num_classes: int = 10, in_chans: int = 1) -> SmallCNN:
 
 
 def resnet50(num_classes: int, weights: str | Path | None = None) -> nn.Module:
-    """torchvision ResNet-50 with a new ``fc`` (Clothing1M in DivideMix, spec §4.3); nothing is downloaded.
+    """torchvision ResNet-50 with a new ``fc`` (DivideMix's ``Train_clothing1M.py``); nothing is downloaded.
 
     ``weights``: a local torchvision ImageNet state_dict file (or a dict holding it under ``state_dict`` or
     ``model``). Every key but ``fc.*`` must match by name and shape; ``fc`` keeps its fresh initialisation.

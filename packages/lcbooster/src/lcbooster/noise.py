@@ -136,6 +136,32 @@ def draw_noise(
     )
 
 
+def write_noise_file(
+    path: str | os.PathLike,
+    clean: np.ndarray,
+    num_classes: int,
+    mode: str,
+    ratio: float,
+    seed: int = 0,
+    *,
+    include_true_class: bool = True,
+    per_class: bool = False,
+) -> dict:
+    """Draw noise of ``mode`` over the ``clean`` labels (:func:`draw_noise`) and save it at ``path`` (``.npy`` or
+    ``.json``), never over an existing file; returns the path, the number of labels and their accuracy."""
+    ratio = check_noise_ratio(ratio)
+    path = Path(path)
+    if path.suffix not in (".npy", ".json"):
+        raise UserError(f"--out {path} must end in .npy or .json (or pass --format)")
+    if path.exists():
+        raise UserError(f"{path} exists: noise files are never overwritten; choose another --out")
+    labels = draw_noise(
+        clean, mode, ratio, num_classes, seed, include_true_class=include_true_class, per_class=per_class
+    )
+    save_noisy_labels(path, labels)
+    return {"out": str(path), "labels": int(labels.size), "label_accuracy": label_accuracy(labels, clean)}
+
+
 def expected_label_accuracy(
     ratio: float,
     num_classes: int,

@@ -1,4 +1,4 @@
-"""Sample selection by a two-component GMM on the per-sample loss (DivideMix §3.1, spec §3.3)."""
+"""Sample selection by a two-component GMM on the per-sample loss (DivideMix, Li et al., ICLR 2020, Sec. 3.1)."""
 
 from __future__ import annotations
 

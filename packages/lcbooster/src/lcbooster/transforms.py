@@ -1,4 +1,4 @@
-"""Batched weak/strong augmentation of image tensors on their own device (spec §3.8, §10).
+"""Batched weak/strong augmentation of image tensors on their own device (LC-Booster's and DivideMix's views).
 
 Every function takes a (B, C, H, W) batch (uint8 unless said otherwise) and draws per-sample randomness from
 torch's RNG on the batch's device, or from ``generator``, so seeded runs are reproducible. Nothing loops over
@@ -313,7 +313,7 @@ def rand_augment_mc(
     fill: float = 0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """FixMatch's ``RandAugmentMC(n, m)`` (spec §3.8) on a uint8 batch.
+    """FixMatch's ``RandAugmentMC(n, m)`` (LC-Booster's ``randaugment.py``) on a uint8 batch.
 
     Per sample and step: an op drawn with replacement from :data:`RAND_AUGMENT_POOL`, a level v uniform in
     1..m−1 (``np.random.randint(1, m)``), applied with probability 0.5, signed ops negated with probability 0.5.
@@ -339,7 +339,7 @@ def rand_augment_mc(
 
 
 def auto_augment_cifar(x: torch.Tensor, *, fill: float = 128, generator: torch.Generator | None = None) -> torch.Tensor:
-    """AutoAugment with the CIFAR-10 policy (spec §3.8) on a uint8 batch, as LC-Booster's ``CIFAR10Policy``.
+    """AutoAugment with the CIFAR-10 policy on a uint8 batch, as LC-Booster's ``CIFAR10Policy``.
 
     Per sample: a uniform sub-policy of :data:`AUTOAUGMENT_CIFAR10`, each of its two steps applied with its
     probability, signed magnitudes negated with probability 0.5; geometric ops fill grey 128. Differs from the
@@ -380,7 +380,7 @@ def jitter(
 
 @dataclass(frozen=True)
 class Views:
-    """Weak, strong and test views of a uint8 batch as normalised float tensors (spec §3.8, §10).
+    """Weak, strong and test views of a uint8 batch as normalised float tensors.
 
     - weak: flip (when ``flip``) → random crop (``padding``, ``pad_mode``) → normalise. LC-Booster flips
       first, DivideMix crops first; both orders give the same distribution.
@@ -415,7 +415,7 @@ class Views:
 
     @classmethod
     def for_digits(cls, mean: Sequence[float], std: Sequence[float], image_size: int) -> Views:
-        """Digits (spec §10): no flip; translate ±1 px and Cutout 2 px at 8×8, ±2 px and 8 px at 28×28; jitter."""
+        """Digits: no flip; translate ±1 px and Cutout 2 px at 8×8, ±2 px and 8 px at 28×28; jitter."""
         return cls(mean, std, max(1, image_size // 14), False, "constant", "digits", max(2, image_size * 2 // 7))
 
     def _geometry(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -1,26 +1,53 @@
-"""Dialogue tensors for the models: one item per dialogue, time-major padded batches ([n, B, d])."""
+"""The release a run reads (the real one, or the synthetic default) and its dialogues as tensors: one item
+per dialogue, time-major padded batches ([n, B, d])."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from m3ed.release import MODALITIES, FeatureBundle
-from shared.errors import UserError
+from m3ed.release import MODALITIES, FeatureBundle, M3EDRelease
+from m3ed.synthetic import SyntheticConfig, make_synthetic_release
+from shared import checkpoint, distributed
+from shared.data import cache_dir
+from shared.errors import UserError, require_path
 
 _LETTERS = {"a": "audio", "v": "visual", "t": "text", "l": "text"}
+#: The paper's letters of the modalities: A, V and L (language).
+LETTERS = {"audio": "a", "visual": "v", "text": "l"}
 
 
-def parse_modalities(spec: str) -> tuple[str, ...]:
+def open_release(data: Path | None, features: str | None = None) -> M3EDRelease:
+    """The release at ``data`` (checked), or the synthetic release, written once on first use."""
+    if data is None:
+        root = cache_dir("m3ed", "synthetic-0")
+        if distributed.is_main_process() and not (root / "COMPLETE").exists():
+            make_synthetic_release(root, SyntheticConfig(), seed=0)
+            checkpoint.atomic_write(root / "COMPLETE", lambda f: f.write("synthetic release, seed 0\n"), binary=False)
+        distributed.barrier()
+    else:
+        root = require_path(data, "--data folder", kind="dir")
+    release = M3EDRelease(root, features=features)
+    release.check()
+    return release
+
+
+def parse_modalities(text: str) -> tuple[str, ...]:
     """Modalities named by letters a/v/t (``l`` = text, as in the official code), in canonical order."""
-    letters = spec.strip().lower()
+    letters = text.strip().lower()
     if not letters or any(c not in _LETTERS for c in letters):
-        raise UserError(f"bad modalities {spec!r}: use letters a (audio), v (visual), t or l (text), e.g. avl")
+        raise UserError(f"bad modalities {text!r}: use letters a (audio), v (visual), t or l (text), e.g. avl")
     chosen = {_LETTERS[c] for c in letters}
     return tuple(m for m in MODALITIES if m in chosen)
+
+
+def modality_letters(modalities: tuple[str, ...]) -> str:
+    """The paper's letters of ``modalities`` (``("audio", "text")`` -> ``"al"``)."""
+    return "".join(LETTERS[m] for m in modalities)
 
 
 class DialogueDataset(Dataset):

@@ -1,25 +1,43 @@
-"""Training and evaluation over dialogues (the official MDI recipe, spec section 4.3).
+"""Training and evaluation over dialogues: the official MDI recipe (``codes/mdi/run_htrm.py`` and
+``trainer.py`` of github.com/JinmingZhao/MEmoConv).
 
 Cross-entropy over real utterances (padding labels are -1 and ignored), AdamW, a per-step cosine
 schedule without warm-up, gradient clipping at norm 5, and model selection on the validation
-weighted F1: the reported test score is the one of the best-validation epoch.
+weighted F1: the reported test score is the one of the best-validation epoch, as in the paper.
+
+:func:`fit` runs a whole configuration and owns its files (``config.json``, ``metrics.jsonl``, one
+checkpoint per epoch, ``model.pt``, ``results.json``) and ``--resume``; :func:`evaluate_run` scores a run
+folder's selected model and :func:`tabulate_runs` aggregates many. The console scripts and the
+reproduction both call them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
-from m3ed.data import Batch
-from m3ed.metrics import classification_report
-from shared.device import autocast, grad_scaler
+from m3ed.config import TrainConfig
+from m3ed.data import Batch, DialogueDataset, collate_dialogues, open_release, parse_modalities
+from m3ed.metrics import aggregate_runs, benchmark_table, classification_report
+from m3ed.models import MODEL_NAMES, build_model
+from m3ed.release import EMOTIONS, M3EDRelease
+from shared import checkpoint, distributed
+from shared.data import make_loader, set_epoch
+from shared.device import AmpScaler, autocast, seed_everything
 from shared.distributed import all_reduce_sum
-from shared.logging import Progress
+from shared.errors import UserError, require_path
+from shared.logging import MetricsWriter, Progress, format_record, get_logger
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
@@ -43,7 +61,12 @@ def class_weights(labels: Iterable[int], num_classes: int = 7) -> torch.Tensor:
 
 
 def utterance_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy over the real utterances of a (n, B) batch; padding (-1) is ignored."""
+    """Cross-entropy over the real utterances of a (n, B) batch, ``-sum_i w_yi log p(y_i) / sum_i w_yi``.
+
+    The paper states the objective in words only (no equation); this is the official code's
+    ``nn.CrossEntropyLoss(ignore_index=-1)`` (``codes/mdi/run_htrm.py``): padding (-1) is ignored and
+    ``weight`` (optional) weighs each utterance by its class, as the DialogueRNN baseline does.
+    """
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), weight=weight, ignore_index=-1)
 
 
@@ -52,6 +75,7 @@ def train_epoch(
     batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
     scheduler,
+    scaler: AmpScaler,
     device: torch.device,
     *,
     clip: float | None = 5.0,
@@ -59,9 +83,8 @@ def train_epoch(
     amp: bool = False,
     desc: str = "train",
 ) -> float:
-    """One epoch; returns the mean loss per real utterance over all processes."""
+    """One epoch (one scheduler step per batch); returns the mean loss per real utterance over all processes."""
     model.train()
-    scaler = grad_scaler(device, amp)
     total = torch.zeros(2, dtype=torch.float64)
     progress = Progress(batches, desc=desc)
     for batch in progress:
@@ -70,12 +93,7 @@ def train_epoch(
             logits = model(batch.features, batch.speakers, batch.pad_mask)
         loss = utterance_loss(logits.float(), batch.labels, weight)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-        scaler.step(optimizer)
-        scaler.update()
+        scaler(loss, optimizer, clip_grad=clip or None, parameters=model.parameters())
         scheduler.step()
         count = int((batch.labels >= 0).sum())
         total += torch.tensor([loss.item() * count, count], dtype=torch.float64)
@@ -102,3 +120,155 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], device: torch.device, n
     """Weighted F1 (the paper's metric), macro F1, accuracy, UAR, per-class F1 and confusion."""
     truth, prediction = predict(model, batches, device)
     return classification_report(truth, prediction, num_classes)
+
+
+class Loaders(NamedTuple):
+    """The loaders of one run: train (sharded and reshuffled every epoch), val and test (whole, in order)."""
+
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+
+
+def make_loaders(release: M3EDRelease, config: TrainConfig, device: torch.device) -> Loaders:
+    """The three splits of ``release`` in ``config``'s modalities and batch size, ordered by ``config.seed``."""
+
+    def dataset(split: str) -> DialogueDataset:
+        ids = release.dialogues_in(split)
+        if not ids:
+            raise UserError(f"{release.root}: the {split} split has no dialogues")
+        return DialogueDataset(release.features, ids, config.modality_names)
+
+    common = {"collate_fn": collate_dialogues, "workers": config.workers, "device": device, "seed": config.seed}
+    return Loaders(
+        make_loader(dataset("train"), config.batch_size, shuffle=True, **common),
+        make_loader(dataset("val"), config.batch_size, shard=False, **common),
+        make_loader(dataset("test"), config.batch_size, shard=False, **common),
+    )
+
+
+def fit(
+    config: TrainConfig,
+    out: Path,
+    device: torch.device,
+    *,
+    resume: bool = False,
+    release: M3EDRelease | None = None,
+    info: dict | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Train ``config`` into ``out`` and return the results (also written to ``results.json``).
+
+    The test scores are those of the epoch with the best validation weighted F1, whose weights are
+    ``model.pt``. ``resume`` continues from the latest checkpoint in ``out`` with the result of an
+    uninterrupted run. ``release`` (default: :func:`m3ed.data.open_release` of ``config.data``) lets several
+    runs share one read of the release; ``info`` is recorded in ``config.json`` (e.g. the preset's name).
+    """
+    log = get_logger()
+    out = Path(out)
+    release = release or open_release(config.data, config.features)
+    loaders = make_loaders(release, config, device)
+    modalities = config.modality_names
+    dims = {m: release.features.dims[m] for m in modalities}
+    overrides = config.model_overrides
+    seed_everything(config.seed)
+    model = build_model(config.model, modalities, dims, preset=config.scale, **overrides)
+    params = sum(p.numel() for p in model.parameters())
+    model = distributed.wrap_model(model, device)
+    optimizer = build_optimizer(model, config.lr)
+    scheduler = cosine_schedule(optimizer, config.epochs * len(loaders.train))
+    scaler = AmpScaler(device, config.amp)
+    weight = None
+    if config.class_weights:
+        train_labels = (y for d in release.dialogues_in("train") for y in release.features.labels[d])
+        weight = class_weights(train_labels).to(device)
+    # what m3ed-eval needs to rebuild the model, saved with its weights
+    meta = {"model": config.model, "modalities": config.modalities, "preset": config.scale}
+    meta.update({"input_dims": dims, "overrides": overrides})
+    start, best = 0, {"val": None, "test": None, "epoch": 0, "state": None}
+    if resume:
+        latest = checkpoint.latest(out)
+        if latest is None:
+            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start it")
+        state = checkpoint.restore_training_state(
+            checkpoint.load_checkpoint(latest), model, optimizer, scheduler, scaler
+        )
+        start, best = state["epoch"], state["extra"]["best"]
+        log.info(f"resumed from {latest} at epoch {start}")
+    elif distributed.is_main_process():
+        record = {**dataclasses.asdict(config), **(info or {}), "parameters": params, "data_root": str(release.root)}
+        checkpoint.save_json(out / "config.json", {**record, **meta})
+    metrics = MetricsWriter(out / "metrics.jsonl")
+    if not quiet:
+        log.info(
+            f"m3ed: {config.model} on {config.modalities} ({params:,} parameters), {config.epochs} epochs -> {out}"
+        )
+    started = time.monotonic()
+    for epoch in range(start, config.epochs):
+        set_epoch(loaders.train, epoch)
+        loss = train_epoch(
+            model,
+            loaders.train,
+            optimizer,
+            scheduler,
+            scaler,
+            device,
+            clip=config.clip,
+            weight=weight,
+            amp=config.amp,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+        )
+        val, test = evaluate(model, loaders.val, device), evaluate(model, loaders.test, device)
+        if best["val"] is None or val["weighted_f1"] > best["val"]["weighted_f1"]:
+            weights = {k: v.detach().clone() for k, v in distributed.unwrap_model(model).state_dict().items()}
+            best = {"val": val, "test": test, "epoch": epoch + 1, "state": weights}
+        record = {"epoch": epoch + 1, "train_loss": loss, "val_weighted_f1": val["weighted_f1"]}
+        record.update({"test_weighted_f1": test["weighted_f1"], "test_accuracy": test["accuracy"]})
+        metrics.write(record)
+        if not quiet:
+            log.info(format_record(record))
+        state = checkpoint.training_state(model, optimizer, scheduler, scaler, epoch=epoch + 1, best=best)
+        checkpoint.save_training_checkpoint(out, epoch + 1, state)
+    checkpoint.save_checkpoint(out / "model.pt", {"state_dict": best["state"], **meta})
+    results = {
+        **meta,
+        "parameters": params,
+        "best_epoch": best["epoch"],
+        "val_weighted_f1": 100 * best["val"]["weighted_f1"],
+        "test_weighted_f1": 100 * best["test"]["weighted_f1"],
+        "test_accuracy": 100 * best["test"]["accuracy"],
+        "test_per_class_f1": dict(zip(EMOTIONS, best["test"]["per_class_f1"], strict=True)),
+        "train_seconds": round(time.monotonic() - started, 1),
+        "data": str(release.root),
+    }
+    if distributed.is_main_process():
+        checkpoint.save_json(out / "results.json", results)
+    return results
+
+
+def evaluate_run(
+    run: str | Path, device: torch.device, *, split: str = "test", data: Path | None = None, batch_size: int = 32
+) -> dict:
+    """Scores of a run folder's selected model (``model.pt``) on ``split`` of its release (or of ``data``)."""
+    run = require_path(run, "--run folder", kind="dir")
+    saved = checkpoint.load_checkpoint(require_path(run / "model.pt", "trained model"))
+    config = json.loads(require_path(run / "config.json", "run config").read_text())
+    data = data or (Path(config["data"]) if config.get("data") else None)
+    release = open_release(data, config.get("features"))
+    modalities = parse_modalities(saved["modalities"])
+    model = build_model(saved["model"], modalities, saved["input_dims"], preset=saved["preset"], **saved["overrides"])
+    model.load_state_dict(saved["state_dict"])
+    dataset = DialogueDataset(release.features, release.dialogues_in(split), modalities)
+    loader = make_loader(dataset, batch_size, collate_fn=collate_dialogues, device=device, shard=False)
+    return {"run": str(run), "split": split, **evaluate(model.to(device), loader, device)}
+
+
+def tabulate_runs(runs: Sequence[str | Path]) -> str:
+    """The paper's benchmark table (models x modality combinations, val and test weighted F1) of many runs,
+    aggregated as the official ``codes/get_results.py`` does (:func:`m3ed.metrics.aggregate_runs`)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for run in runs:
+        result = json.loads(require_path(Path(run) / "results.json", "results.json").read_text())
+        combination = "+".join(letter.upper() for letter in result["modalities"])
+        groups.setdefault((MODEL_NAMES[result["model"]], combination), []).append(result)
+    return benchmark_table({key: aggregate_runs(results) for key, results in groups.items()})

@@ -1,4 +1,6 @@
-"""Evaluation of M3ED runs (spec 4.3, 6): weighted F1 as sklearn computes it, run aggregation, benchmark table."""
+"""Evaluation of M3ED runs as the official code scores them: weighted F1 as sklearn computes it
+(``codes/mdi/trainer.py`` of github.com/JinmingZhao/MEmoConv), run aggregation (``codes/get_results.py``),
+the benchmark table."""
 
 from __future__ import annotations
 
@@ -63,7 +65,7 @@ def aggregate_runs(
 
 
 def benchmark_table(results: dict[tuple[str, str], dict], digits: int = 2) -> str:
-    """Markdown benchmark table (spec 6): rows = models, columns = modality combination × (val, test).
+    """Markdown benchmark table: rows = models, columns = modality combination × (val, test).
 
     ``results`` maps ``(model, modalities)`` (modalities as in ``MODALITY_COLUMNS``, e.g. ``"A+V+L"``) to an
     :func:`aggregate_runs` result; missing cells print ``-``.

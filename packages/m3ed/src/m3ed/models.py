@@ -1,4 +1,7 @@
-"""MDI (Multimodal Dialog-aware Interaction, M3ED ACL 2022) and its baselines.
+"""MDI (Multimodal Dialog-aware Interaction) of "M3ED: Multi-modal Multi-scene Multi-label Emotional Dialogue
+Database" (Zhao et al., ACL 2022) and its baselines. The official MDI code is ``codes/mdi/`` of the first
+author's repository github.com/JinmingZhao/MEmoConv (the dataset's repository, github.com/AIM3-RUC/RUCM3ED,
+holds no model code).
 
 Inputs follow ``m3ed.data.collate_dialogues``: ``features`` maps each chosen modality to a time-major
 ``(n, B, d_m)`` tensor, ``speakers`` is ``(n, B)`` (0 = A, 1 = B, 0 on padding) and ``pad_mask`` is
@@ -18,6 +21,8 @@ from torch import Tensor, nn
 
 from m3ed.release import MODALITIES
 
+MODELS = ("mdi", "utt-mlp", "dialoguernn")
+MODEL_NAMES = {"mdi": "MDI", "utt-mlp": "utterance MLP", "dialoguernn": "DialogueRNN"}
 BRANCHES = ("global", "local", "intra", "inter")
 FUSIONS = ("ecat", "lcat", "add", "gate")
 COMBINES = ("end", "per_block")
@@ -31,11 +36,11 @@ def _ordered(modalities: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(m for m in MODALITIES if m in modalities)
 
 
-# ---------------------------------------------------------------- masks (spec 4.2.3)
+# ---------------------------------------------------------------- masks (the branches of the paper's Figure 2)
 
 
 def _blocked(allowed: Tensor, pad_mask: Tensor) -> Tensor:
-    """Turn ``allowed (B, n, n)`` into the "True = blocked" mask with the spec's padding rules.
+    """Turn ``allowed (B, n, n)`` into the "True = blocked" mask, with the official code's padding rules.
 
     Padding columns are always blocked; padding rows are fully unblocked, so no row of the attention
     mask is all-blocked (the key-padding mask handles those rows' keys).
@@ -97,12 +102,12 @@ class SinusoidalPositionalEncoding(nn.Module):
         return x + self.scale * self.pe[: x.shape[0], None, :].to(x.dtype)
 
 
-# ---------------------------------------------------------------- MDI (spec 4)
+# ---------------------------------------------------------------- MDI (the paper's Figure 2)
 
 
 @dataclass
 class MDIConfig:
-    """Hyper-parameters of MDI (spec 4.2; ``paper`` is the official ``run_htrm.sh`` recipe)."""
+    """Hyper-parameters of MDI (``paper`` is the official ``codes/mdi/run_htrm.sh`` recipe)."""
 
     modalities: tuple[str, ...]
     input_dims: dict[str, int] = field(repr=False)
@@ -147,17 +152,17 @@ class MDIConfig:
 
     @classmethod
     def small(cls, modalities: tuple[str, ...], input_dims: dict[str, int]) -> MDIConfig:
-        """Reduced scale (spec 10): d 256, 4 heads, FFN 768, 2 layers."""
+        """Reduced scale: d 256, 4 heads, FFN 768, 2 layers."""
         return cls._preset(modalities, input_dims, d_model=256, heads=4, ffn=768, layers=2)
 
     @classmethod
     def demo(cls, modalities: tuple[str, ...], input_dims: dict[str, int]) -> MDIConfig:
-        """CPU demo scale (spec 10): d 64, 4 heads, FFN 128, 2 layers."""
+        """CPU demo scale: d 64, 4 heads, FFN 128, 2 layers."""
         return cls._preset(modalities, input_dims, d_model=64, heads=4, ffn=128, layers=2)
 
 
 class DialogAwareInteraction(nn.Module):
-    """The four masked Transformer branches of MDI, combined by sum + LayerNorm (spec 4.2.3).
+    """The four masked Transformer branches of MDI, combined by sum + LayerNorm (the paper's Figure 2).
 
     ``combine="end"``: each branch runs the full encoder (with its final LayerNorm) once and the branch
     outputs are summed (the official ``--residual_spk_attn`` path). ``combine="per_block"``: at each layer
@@ -207,7 +212,7 @@ class DialogAwareInteraction(nn.Module):
 class MDI(nn.Module):
     """Multimodal Dialog-aware Interaction (M3ED paper Figure 2; official ``new_ERC_HTRM``).
 
-    Fusion (spec 4.2.1) -> dropout -> 0.1-scaled sinusoidal PE -> dropout -> dialog-aware interaction
+    Fusion F(.) -> dropout -> 0.1-scaled sinusoidal PE -> dropout -> dialog-aware interaction
     -> Linear classifier. Fusion ``ecat``: concat [audio, visual, text] -> Linear -> Tanh. ``lcat``/``add``:
     per-modality Linear+Tanh and interaction module, outputs concatenated (classifier on k*d) or summed.
     ``gate``: per-modality Linear+Tanh, then for each pair (x, y) in canonical order
@@ -223,7 +228,7 @@ class MDI(nn.Module):
             self.fusion = nn.Sequential(nn.Linear(sum(cfg.input_dims[m] for m in mods), d), nn.Tanh())
         else:
             self.fusion = nn.ModuleDict({m: nn.Sequential(nn.Linear(cfg.input_dims[m], d), nn.Tanh()) for m in mods})
-        if cfg.freeze_fusion_projection:  # the official --bert_frozen quirk (spec 4.3)
+        if cfg.freeze_fusion_projection:  # the official --bert_frozen quirk (run_htrm.py)
             self.fusion.requires_grad_(False)
         self.pairs = list(itertools.combinations(mods, 2)) if cfg.fusion == "gate" else []
         self.gates = nn.ModuleList(nn.Linear(3 * d, 1) for _ in self.pairs)
@@ -259,7 +264,7 @@ class MDI(nn.Module):
         return self.classifier(hidden)
 
 
-# ---------------------------------------------------------------- baselines (spec 5)
+# ---------------------------------------------------------------- baselines (the authors' utt_baseline, dialogrnn)
 
 
 class UtteranceMLP(nn.Module):
@@ -386,7 +391,7 @@ class DialogueRNN(nn.Module):
 
 # ---------------------------------------------------------------- builder
 
-# demo sizes of the baselines; ``paper`` and ``small`` use the official sizes (spec 5)
+# demo sizes of the baselines; ``paper`` and ``small`` use the official sizes
 _BASELINE_DEMO = {"utt-mlp": {"hidden": (128, 64)}, "dialoguernn": {"d_g": 64, "d_p": 64, "d_e": 32, "d_h": 32}}
 
 

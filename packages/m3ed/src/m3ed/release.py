@@ -323,8 +323,8 @@ def _validate_bundle(path: Path, bundle: FeatureBundle) -> None:
             raise UserError(f"feature pickle {path.name}: {split} list names dialogue {unknown[0]} with no features")
     if _FEATURE_NAME.fullmatch(path.name) is None:
         return
-    spec = parse_feature_name(path.name)
-    expected = {m: KNOWN_FEATURE_DIMS.get(getattr(spec, m)) for m in MODALITIES}
+    feature_names = parse_feature_name(path.name)
+    expected = {m: KNOWN_FEATURE_DIMS.get(getattr(feature_names, m)) for m in MODALITIES}
     got = bundle.dims if bundle.video_ids else expected
     if expected["audio"] != expected["visual"] and (got["audio"], got["visual"]) == (
         expected["visual"],

@@ -1,74 +1,90 @@
-"""``m3ed-repro``: dialogue context wins where emotions depend on it (spec section 8.2, C4 and C5).
+"""``m3ed-repro``: dialogue context wins where emotions depend on it.
 
-On the synthetic release (40% of utterances carry no emotion signal of their own; their emotion is
-the one of the same speaker's previous utterance), every run is a real ``m3ed-train`` run (demo
-preset, test weighted F1 at the best-validation epoch):
+"M3ED: Multi-modal Multi-scene Multi-label Emotional Dialogue Database" (ACL 2022) proposes MDI, whose
+dialog-aware interaction branches (global, local, intra- and inter-speaker, Figure 2) model the dialogue
+context. On the synthetic release (40% of utterances carry no emotion signal of their own; their emotion
+is the one of the same speaker's previous utterance), every run is :func:`m3ed.engine.fit` with the
+``demo`` preset (``small``: the larger models, 20 epochs), and its score is the test weighted F1 at the
+best-validation epoch:
 
-- C4: MDI vs the utterance-level MLP (no context) vs DialogueRNN, for every modality combination;
-- C5: MDI's interaction branches one at a time on top of the global branch, all four, and the
-  paper-figure combination ``per_block`` instead of the released ``end``.
+- MDI vs the utterance-level MLP (no context) vs DialogueRNN, for every modality combination;
+- MDI's interaction branches one at a time on top of the global branch, all four, and the combination
+  the paper's Figure 2 draws (``per_block``) instead of the released ``end``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from m3ed.cli import MODEL_NAMES, train
-from shared import cli
+import torch
+
+from m3ed import __version__
+from m3ed.config import PRESETS, build_config
+from m3ed.data import open_release
+from m3ed.engine import fit
+from m3ed.models import MODEL_NAMES
 from shared.errors import UserError
 from shared.logging import get_logger
-from shared.report import format_mean_std, markdown_table, mean_std, write_results
+from shared.report import RunCache, format_mean_std, markdown_table, mean_std, plot_bars, write_results
 
 COMBINATIONS = ("a", "v", "l", "av", "al", "vl", "avl")
-ABLATIONS = {
-    "global": ["--branches", "global"],
-    "global + local": ["--branches", "global,local"],
-    "global + intra-speaker": ["--branches", "global,intra"],
-    "global + inter-speaker": ["--branches", "global,inter"],
-    "all four (end, released)": [],
-    "all four (per_block, paper figure)": ["--combine", "per_block"],
+#: MDI's branch ablations on A+V+L: run name and options (None: the all-four MDI run of the comparison).
+ABLATIONS: dict[str, tuple[str, dict[str, Any]] | None] = {
+    "global": ("global", {"branches": ("global",)}),
+    "global + local": ("global+local", {"branches": ("global", "local")}),
+    "global + intra-speaker": ("global+intra", {"branches": ("global", "intra")}),
+    "global + inter-speaker": ("global+inter", {"branches": ("global", "inter")}),
+    "all four (end, released)": None,
+    "all four (per_block, paper figure)": ("per_block", {"combine": "per_block"}),
+}
+#: Scales of ``m3ed-repro --preset``: every run uses the ``m3ed-train`` preset of the same name.
+PRESET_HELP = {
+    "demo": f"the demo models (MDI d 64, 2 layers), {PRESETS['demo']['epochs']} epochs per run",
+    "small": f"the small models (MDI d 256, 2 layers; baselines at their official sizes), "
+    f"{PRESETS['small']['epochs']} epochs per run",
 }
 
 
-def _run(out: Path, name: str, seed: int, argv: list[str]) -> float:
-    results = train([*argv, "--seed", str(seed), "--out", str(out / f"{name}-seed{seed}"), "--quiet"])
-    return results["test_weighted_f1"]
-
-
-def repro(argv: Sequence[str] | None = None) -> dict:
-    parser = cli.ArgumentParser(
-        prog="m3ed-repro",
-        description="MDI vs utterance-only and DialogueRNN per modality combination, and MDI's branch "
-        "ablations, on the synthetic release (demo preset), several seeds.",
-    )
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the demo preset's)")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/m3ed-repro/<time>)")
-    args = parser.parse_args(argv)
-    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
-        raise UserError("--seeds and --epochs must be >= 1")
-    out = cli.run_dir(args.out, "m3ed-repro", resume=False)
-    common = ["--preset", "demo", "--device", "cpu"] + (["--epochs", str(args.epochs)] if args.epochs else [])
+def run(out: Path, device: torch.device, *, seeds: int = 3, preset: str = "demo", epochs: int | None = None) -> dict:
+    """Train every model, combination and ablation for every seed (reusing runs recorded in ``out/runs``);
+    write the report into ``out``."""
+    if preset not in PRESET_HELP:
+        raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESET_HELP)}")
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {epochs}")
     log = get_logger()
+    cache = RunCache(out / "runs", __version__)
+    release = open_release(None)
     started = time.monotonic()
+
+    def score(name: str, seed: int, **options: Any) -> float:
+        config = build_config(preset, seed=seed, epochs=epochs, **options)
+        run_name = f"{name}-seed{seed}"
+
+        def train() -> dict:
+            run_out = cache.fresh_folder(run_name)
+            return fit(config, run_out, device, release=release, info={"preset": preset}, quiet=True)
+
+        result = cache.run(run_name, {"config": config}, train)
+        log.info(f"seed {seed} {name}: test weighted F1 {result['test_weighted_f1']:.2f}")
+        return result["test_weighted_f1"]
+
     context: dict[str, dict[str, list[float]]] = {m: {c: [] for c in COMBINATIONS} for m in MODEL_NAMES}
     ablation: dict[str, list[float]] = {name: [] for name in ABLATIONS}
-    for seed in range(args.seeds):
+    for seed in range(seeds):
         for model in MODEL_NAMES:
             for combo in COMBINATIONS:
-                name = f"{model}-{combo}"
-                score = _run(out / "runs", name, seed, [*common, "--model", model, "--modalities", combo])
-                context[model][combo].append(score)
-        for label, extra in ABLATIONS.items():
-            if not extra:  # the full model is the MDI run on avl above
+                context[model][combo].append(score(f"{model}-{combo}", seed, model=model, modalities=combo))
+        for label, variant in ABLATIONS.items():
+            if variant is None:
                 ablation[label].append(context["mdi"]["avl"][-1])
-                continue
-            slug = "mdi-avl-" + "-".join(extra[1:]).replace(",", "+")
-            ablation[label].append(_run(out / "runs", slug, seed, [*common, "--model", "mdi", *extra]))
-        log.info(f"seed {seed} done ({time.monotonic() - started:.0f} s)")
+            else:
+                slug, options = variant
+                ablation[label].append(score(f"mdi-avl-{slug}", seed, model="mdi", modalities="avl", **options))
 
+    epochs = epochs or PRESETS[preset]["epochs"]
     headers = ["model", *(c.upper() for c in COMBINATIONS)]
     rows = [[MODEL_NAMES[m], *(format_mean_std(context[m][c]) for c in COMBINATIONS)] for m in MODEL_NAMES]
     table = markdown_table(headers, rows)
@@ -79,14 +95,21 @@ def repro(argv: Sequence[str] | None = None) -> dict:
     wins = sum(mean_std(context["mdi"][c])[0] >= mean_std(context["utt-mlp"][c])[0] + 5 for c in COMBINATIONS)
     headline = (
         f"A+V+L test WF1: MDI {mdi:.2f} vs utterance MLP {mlp:.2f} ({mdi - mlp:+.2f}) vs DialogueRNN {rnn:.2f}; "
-        f"MDI >= MLP + 5 points in {wins}/{len(COMBINATIONS)} modality combinations ({args.seeds} seed(s))"
+        f"MDI >= MLP + 5 points in {wins}/{len(COMBINATIONS)} modality combinations ({seeds} seed(s))"
     )
-    notes = f"MDI branch ablations:\n\n{ablation_table}"
-    print(f"{table}\n\n{headline}\n\n{ablation_table}", flush=True)
+    figure = plot_bars(
+        out / "results.png",
+        ["+".join(c.upper()) for c in COMBINATIONS],
+        {MODEL_NAMES[m]: [context[m][c] for c in COMBINATIONS] for m in MODEL_NAMES},
+        ylabel="test weighted F1 (%)",
+        title=f"synthetic M3ED release, {preset} models ({seeds} seed(s), {epochs} epochs)",
+    )
     results = {
         "context": context,
         "ablation": ablation,
-        "seeds": args.seeds,
+        "preset": preset,
+        "epochs": epochs,
+        "seeds": seeds,
         "seconds": round(time.monotonic() - started, 1),
     }
     write_results(
@@ -95,6 +118,7 @@ def repro(argv: Sequence[str] | None = None) -> dict:
         table=table,
         headline=headline,
         results=results,
-        notes=notes,
+        notes=f"MDI branch ablations:\n\n{ablation_table}",
+        figure=figure,
     )
-    return results
+    return {**results, "headline": headline}

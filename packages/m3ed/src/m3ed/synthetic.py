@@ -1,8 +1,9 @@
-"""A synthetic M3ED release in the real on-disk layout, with planted context dependence (spec 8.1).
+"""A synthetic M3ED release in the real on-disk layout, with planted context dependence.
 
-Dialogue shapes and label dynamics follow the M3ED ratios: utterances per dialogue ~ clipped
-Poisson(24.7), utterances per turn 1 + Poisson(1.69), labels a Markov chain with intra-turn inertia 0.79
-and inter-turn inertia 0.33 over the train-set class prior, 10.7% multi-label utterances.
+Dialogue shapes and label dynamics follow the M3ED ratios (the authors' notes, ``codes/note.md`` of
+github.com/JinmingZhao/MEmoConv): utterances per dialogue ~ clipped Poisson(24.7), utterances per turn
+1 + Poisson(1.69), labels a Markov chain with intra-turn inertia 0.79 and inter-turn inertia 0.33 over the
+train-set class prior, 10.7% multi-label utterances.
 
 Features: per modality, a fixed random unit prototype per class scaled by the modality's SNR, plus
 Gaussian noise made of a "confusion" part inside the span of the prototypes (unit variance per prototype
@@ -35,10 +36,10 @@ from m3ed.release import (
 from shared.checkpoint import atomic_write
 from shared.errors import UserError
 
-# train-set class proportions of M3ED (spec section 1), in EMOTIONS order
+# train-set class proportions of M3ED (the authors' class weights), in EMOTIONS order
 PRIOR = np.array([0.093303, 0.409135, 0.156883, 0.065703, 0.218971, 0.016067, 0.039938])
 PRIOR = PRIOR / PRIOR.sum()
-# most frequent (main, secondary) multi-label combinations and their counts (spec section 1)
+# most frequent (main, secondary) multi-label combinations of M3ED and their counts (the authors' notes)
 CO_OCCURRENCE = {
     ("Anger", "Disgust"): 705,
     ("Anger", "Sad"): 481,
@@ -182,8 +183,8 @@ def make_synthetic_release(root: Path, config: SyntheticConfig | None = None, se
     root = Path(root)
     rng = np.random.default_rng(seed)
     movie_splits = cfg.movie_splits()
-    spec = parse_feature_name(cfg.feature_file)
-    dims = {m: KNOWN_FEATURE_DIMS.get(getattr(spec, m)) for m in MODALITIES}
+    feature_names = parse_feature_name(cfg.feature_file)
+    dims = {m: KNOWN_FEATURE_DIMS.get(getattr(feature_names, m)) for m in MODALITIES}
     if None in dims.values():
         raise UserError(f"feature file {cfg.feature_file} names unknown features; use names of KNOWN_FEATURE_DIMS")
 

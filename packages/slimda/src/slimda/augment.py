@@ -1,5 +1,5 @@
-"""Batched image pipelines on the device (spec §3): random crop + horizontal flip for training, centre crop for
-evaluation, both normalised with the ImageNet statistics. Images arrive as uint8 N×3×S×S, decoded once.
+"""Batched image pipelines on the device: random crop + horizontal flip for training, centre crop for evaluation,
+both normalised with the ImageNet statistics. Images arrive as uint8 N×3×S×S, decoded once.
 """
 
 from __future__ import annotations

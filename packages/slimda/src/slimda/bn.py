@@ -1,4 +1,5 @@
-"""BN recalibration (spec §2.2): shared BN parameters, statistics re-estimated per architecture.
+"""BN recalibration: shared BN parameters, statistics re-estimated per architecture (unverified against the paper;
+the practice of slimmable networks).
 
 Running statistics are meaningless across widths, so before an architecture is evaluated or ranked its
 statistics are reset and re-estimated as a cumulative average (momentum None) over calibration batches.

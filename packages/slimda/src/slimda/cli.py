@@ -1,47 +1,33 @@
 """Console scripts: ``slimda-train``, ``slimda-eval``, ``slimda-select``, ``slimda-export``, ``slimda-flops``,
 ``slimda-repro``.
 
-A training run writes into ``--out``: ``config.json``, ``metrics.jsonl`` (a record every ``--log-every``
-iterations, with target accuracy at the largest and smallest width every ``--eval-every``),
-``checkpoint-<iteration>.pt`` (bank, optimizer and scaler: ``--resume`` continues exactly, the architecture
-draws being a function of the iteration), ``final.pt`` (the bank and what rebuilds it) and ``results.json``
-(target accuracy of every uniform width of the bank, every head).
+Argument parsing and printing only: the work is :func:`slimda.engine.fit`, :func:`slimda.engine.evaluate_file`,
+:func:`slimda.upem.select_file`, :func:`slimda.export.export_file`, :func:`slimda.flops.macs_table` and
+:func:`slimda.repro.run`. Under torchrun: ``torchrun --nproc_per_node=N -m slimda.cli train --data ROOT ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from shared import checkpoint, cli, distributed
-from shared.device import resolve_device, seed_everything
-from shared.errors import UserError, require_path
-from shared.logging import MetricsWriter, Progress, format_record, get_logger
+from shared.device import resolve_device
+from shared.errors import UserError
 from shared.report import markdown_table
 from slimda import data as sdata
-from slimda.augment import Pipeline
-from slimda.config import DATASETS, EMBEDDED, HEADS, METHODS, RESNET_GRID, SLIMCNN_GRID, TrainConfig, build_config
-from slimda.engine import Evaluator, Trainer
-from slimda.export import check_new_folder, export_architecture
-from slimda.flops import count_macs, count_params, parse_budget
-from slimda.models import BACKBONES, KNOWLEDGE_HEADS, Arch, ModelBank, knowledge, load_torchvision_weights
-from slimda.sampling import SPACES, ArchSampler
-from slimda.upem import (
-    KINDS,
-    bank_ensemble,
-    candidate_architectures,
-    kendall_tau,
-    score_architectures,
-    select,
-    spearman_rho,
-)
+from slimda import repro
+from slimda.config import DATASETS, HEADS, METHODS, TrainConfig, build_config
+from slimda.engine import evaluate_file, fit
+from slimda.export import HEADS as EXPORT_HEADS
+from slimda.export import export_file
+from slimda.flops import macs_table, parse_budgets
+from slimda.models import BACKBONES, KNOWLEDGE_HEADS
+from slimda.sampling import SPACES
+from slimda.upem import KINDS, select_file, selection_table
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -57,26 +43,6 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--source", default=None, help="labelled source domain, e.g. amazon")
     group.add_argument("--target", default=None, help="unlabelled target domain, e.g. webcam")
     group.add_argument("--list-dir", default=None, help="folder of <domain>.txt image lists under --data")
-
-
-def load_domains(
-    dataset: str, data: Path | None, source: str | None, target: str | None, list_dir: str | None, size: int
-) -> tuple[sdata.Domain, sdata.Domain]:
-    """The (source, target) domains: an embedded shift, or two domains of a real dataset under ``data``."""
-    if data is None:
-        if dataset not in EMBEDDED:
-            raise UserError(f"--dataset {dataset} needs --data (its domain folders); nothing is downloaded")
-        if source or target:
-            raise UserError("--source/--target name domains under --data; the embedded datasets fix theirs")
-        root = sdata.embedded_root(dataset)
-        source, target = sdata.EMBEDDED_DOMAINS[dataset]
-        data = root
-    elif not (source and target):
-        raise UserError("--data needs --source and --target (the domain names under it)")
-    data = require_path(data, "--data", kind="dir")
-    domains = sdata.load_domain(data, source, size, list_dir), sdata.load_domain(data, target, size, list_dir)
-    sdata.check_same_classes(*domains)
-    return domains
 
 
 def train_parser() -> cli.ArgumentParser:
@@ -102,7 +68,7 @@ def train_parser() -> cli.ArgumentParser:
         default=None,
         help="share of source-CE iterations first (a pretrained start for from-scratch backbones)",
     )
-    hyper = parser.add_argument_group("method (defaults: the spec's; [U] = unverified against the paper)")
+    hyper = parser.add_argument_group("method ([U]: a default unverified against the paper)")
     hyper.add_argument("--archs-per-iter", type=int, default=None, help="n architectures per iteration [U]")
     hyper.add_argument("--lr", type=float, default=None, help="learning rate of the heads, lr0 (default 0.01)")
     hyper.add_argument(
@@ -144,7 +110,7 @@ def train_parser() -> cli.ArgumentParser:
     parser.add_argument("--log-every", type=int, default=50, help="iterations between metric records")
     parser.add_argument("--quiet", action="store_true", help="no log lines")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_common_args()
+    parser.add_common_args(workers=False, epochs=False)
     parser.set_presets({"paper": {}, "small": {}, "demo": {}}, default="demo")
     return parser
 
@@ -162,10 +128,13 @@ def parse_grid(text: str | None) -> tuple[float, ...] | None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    if args.epochs is not None:
-        raise UserError("slimda-train counts --iterations, not --epochs")
     method = "symnets" if args.no_seed and args.method == "slimda" else args.method
     overrides = {
+        "data": str(args.data) if args.data is not None else None,
+        "source": args.source,
+        "target": args.target,
+        "list_dir": args.list_dir,
+        "weights": str(args.weights) if args.weights is not None else None,
         "method": method,
         "backbone": args.backbone,
         "iterations": args.iterations,
@@ -173,9 +142,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "batch_size": args.batch_size,
         "archs_per_iter": args.archs_per_iter,
         "lr": args.lr,
-        "backbone_lr_mult": args.backbone_lr_mult
-        if args.backbone_lr_mult is not None
-        else (0.1 if args.weights else None),
+        "backbone_lr_mult": args.backbone_lr_mult,
         "seed_weight": args.seed_weight,
         "seed_temperature": args.seed_temperature,
         "seed_source_head": args.seed_source_head,
@@ -190,185 +157,37 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "crop": args.crop,
         "flip": args.flip,
         "eval_every": args.eval_every,
+        "log_every": args.log_every,
         "bn_calib_batches": args.bn_calib_batches,
         "bn_calib_domain": args.bn_calib_domain,
         "eval_head": args.head,
+        "seed": args.seed,
+        "amp": args.amp,
     }
     return build_config(args.preset, args.dataset or "mnist-digits", **overrides)
 
 
-def calibration_images(config: TrainConfig, source: sdata.Domain, target: sdata.Domain) -> torch.Tensor:
-    """Images of the BN recalibration (``--bn-calib-domain``; target by default, AdaBN-style)."""
-    if config.bn_calib_domain == "both":
-        return torch.cat([source.images, target.images])
-    return (source if config.bn_calib_domain == "source" else target).images
-
-
-def make_evaluator(
-    bank: ModelBank,
-    config: TrainConfig,
-    source: sdata.Domain,
-    target: sdata.Domain,
-    device: torch.device,
-    max_images: int | None = None,
-) -> Evaluator:
-    """Accuracy on the target images (the transductive UDA protocol), BN recalibrated per architecture.
-
-    ``max_images`` scores a fixed random subset of the target (calibration still reads every domain image).
-    """
-    images, labels = target.images, target.labels
-    if max_images is not None and max_images < len(images):
-        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:max_images]
-        images, labels = images[keep], labels[keep]
-    return Evaluator(
-        bank,
-        Pipeline(config.crop, config.flip),
-        calibration_images(config, source, target),
-        images,
-        labels,
-        device,
-        config.bn_calib_batches,
-    )
-
-
-def bank_widths(config: TrainConfig) -> list[float]:
-    """The uniform widths of the bank, largest first (the rows of the per-width tables)."""
-    return sorted(config.grid, reverse=True)
-
-
-def evaluate_widths(evaluator: Evaluator, bank: ModelBank, widths: Sequence[float]) -> dict[str, dict[str, float]]:
-    return {f"{w:g}": evaluator.accuracy(evaluator.outputs(Arch.uniform(w, bank.num_groups))) for w in widths}
-
-
-def train(argv: Sequence[str] | None = None) -> dict:
+def train_command(argv: Sequence[str] | None = None) -> dict:
     """``slimda-train``: returns the results also written to ``results.json``."""
     args = train_parser().parse_args(argv)
     config = config_from_args(args)
     device = resolve_device(args.device)
     distributed.init_distributed(device)
     out = cli.run_dir(args.out, "slimda", args.resume)
-    log = get_logger()
-    dataset = args.dataset or "mnist-digits"
-    source, target = load_domains(dataset, args.data, args.source, args.target, args.list_dir, config.image_size)
-    seed_everything(args.seed)
-    bank = ModelBank(config.backbone, source.num_classes)
-    if args.weights is not None:
-        load_torchvision_weights(bank, require_path(args.weights, "--weights", kind="file"))
-    trainer = Trainer(config, bank, source.images, source.labels, target.images, device, args.seed, args.amp)
-    evaluator = make_evaluator(bank, config, source, target, device)
-    start = 0
-    if args.resume:
-        saved = checkpoint.load_checkpoint(checkpoint.latest(out))
-        state = checkpoint.restore_training_state(saved, bank, trainer.optimizer, scaler=trainer.scaler)
-        start = state["step"]
-    else:
-        cli.write_config(
-            out,
-            args,
-            train_config=dataclasses.asdict(config),
-            num_classes=source.num_classes,
-            classes=source.classes,
-            source=source.name,
-            target=target.name,
-        )
-    if not args.quiet:
-        log.info(
-            f"slimda-train: {config.method} on {dataset} {source.name} ({len(source.labels)}) -> {target.name} "
-            f"({len(target.labels)}), {config.backbone}, {config.iterations} iterations -> {out}"
-        )
-    metrics = MetricsWriter(out / "metrics.jsonl")
-    metrics.rewind("iteration", start)
-    smallest = Arch.uniform(min(config.grid), bank.num_groups)
-    running: dict[str, float] = {}
-    last_record = start
-    started = time.monotonic()
-    progress = Progress(range(start, config.iterations), desc="slimda-train", total=config.iterations - start)
-    for it in progress:
-        for key, value in trainer.step(it).items():
-            running[key] = running.get(key, 0.0) + value
-        done = it + 1
-        if done % args.log_every and done % config.eval_every and done != config.iterations:
-            continue
-        record = {"iteration": done, **{k: v / (done - last_record) for k, v in running.items()}}
-        running, last_record = {}, done
-        if done % config.eval_every == 0 or done == config.iterations:
-            for name, arch in (("largest", bank.full_arch()), ("smallest", smallest)):
-                record[f"acc_{name}"] = evaluator.accuracy(evaluator.outputs(arch))[config.head]
-            state = checkpoint.training_state(bank, trainer.optimizer, scaler=trainer.scaler, step=done)
-            checkpoint.save_training_checkpoint(out, done, state)
-        metrics.write(record)
-        progress.update(**{k: v for k, v in record.items() if k.startswith(("loss", "acc"))})
-        if not args.quiet:
-            log.info(format_record(record))
-    results = {
-        "method": config.method,
-        "dataset": dataset,
-        "source": source.name,
-        "target": target.name,
-        "head": config.head,
-        "accuracy": evaluate_widths(evaluator, bank, bank_widths(config)),
-        "train_seconds": round(time.monotonic() - started, 1),
-    }
-    if distributed.is_main_process():
-        final = {
-            "model": bank.state_dict(),
-            "config": dataclasses.asdict(config),
-            "num_classes": source.num_classes,
-            "classes": source.classes,
-            "data": {
-                "dataset": dataset,
-                "data": str(args.data) if args.data else None,
-                "source": source.name,
-                "target": target.name,
-                "list_dir": args.list_dir,
-            },
-        }
-        checkpoint.save_checkpoint(out / "final.pt", final)
-        checkpoint.save_json(out / "results.json", results)
-        if not args.quiet:
-            rows = [
-                [w, *(f"{acc[h]:.2f}" for h in ("ct", "cs", "ca", "folded"))] for w, acc in results["accuracy"].items()
-            ]
-            print(markdown_table(["width", "Ct", "Cs", "Ca", "folded"], rows))
+    results = fit(
+        config,
+        out,
+        device,
+        resume=args.resume,
+        info={"preset": args.preset},
+        quiet=args.quiet,
+        progress=None if args.no_progress else "slimda-train",
+    )
+    if distributed.is_main_process() and not args.quiet:
+        heads = ("ct", "cs", "ca", "folded")
+        rows = [[w, *(f"{acc[h]:.2f}" for h in heads)] for w, acc in results["accuracy"].items()]
+        print(markdown_table(["width", "Ct", "Cs", "Ca", "folded"], rows))
     return results
-
-
-def load_bank(path: Path) -> tuple[ModelBank, TrainConfig, dict]:
-    """The bank of a ``final.pt`` (or of a ``checkpoint-<iteration>.pt`` beside its run's ``config.json``)."""
-    saved = checkpoint.load_checkpoint(require_path(path, "--weights", kind="file"))
-    if "config" in saved and "model" in saved:
-        meta = saved
-    elif "model" in saved and (path.parent / "config.json").is_file():
-        config_file = json.loads((path.parent / "config.json").read_text())
-        data_args = {k: config_file.get(k) for k in ("dataset", "data", "list_dir")}
-        meta = {
-            "model": saved["model"],
-            "config": config_file["train_config"],
-            "num_classes": config_file["num_classes"],
-            "classes": config_file["classes"],
-            "data": {**data_args, "source": config_file["source"], "target": config_file["target"]},
-        }
-        meta["data"]["dataset"] = meta["data"]["dataset"] or "mnist-digits"
-    else:
-        raise UserError(f"{path} is not a file written by slimda-train (final.pt or checkpoint-<iteration>.pt)")
-    values = dict(meta["config"])
-    values["grid"] = tuple(values["grid"])
-    config = TrainConfig(**values)
-    bank = ModelBank(config.backbone, meta["num_classes"])
-    try:
-        bank.load_state_dict(meta["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise UserError(f"{path} does not fit a {config.backbone} bank ({first})") from None
-    return bank, config, meta
-
-
-def domains_of_run(meta: dict, config: TrainConfig, data: Path | None) -> tuple[sdata.Domain, sdata.Domain]:
-    """The run's source and target domains (``--data`` overrides where a real dataset now lives)."""
-    info = meta["data"]
-    root = data if data is not None else (Path(info["data"]) if info["data"] else None)
-    source, target = (info["source"], info["target"]) if root is not None else (None, None)
-    return load_domains(info["dataset"], root, source, target, info["list_dir"], config.image_size)
 
 
 def eval_parser() -> cli.ArgumentParser:
@@ -385,31 +204,17 @@ def eval_parser() -> cli.ArgumentParser:
     return parser
 
 
-def evaluate_file(argv: Sequence[str] | None = None) -> dict:
-    """``slimda-eval``."""
+def eval_command(argv: Sequence[str] | None = None) -> dict:
+    """``slimda-eval``: returns and prints the accuracy of every head, MACs and parameters."""
     args = eval_parser().parse_args(argv)
-    bank, config, meta = load_bank(args.weights)
-    config = dataclasses.replace(
-        config,
-        eval_head=args.head if args.head != "auto" else config.eval_head,
-        bn_calib_batches=args.bn_calib_batches or config.bn_calib_batches,
+    results = evaluate_file(
+        args.weights,
+        resolve_device(args.device),
+        arch=args.arch,
+        head=args.head,
+        bn_calib_batches=args.bn_calib_batches,
+        data=args.data,
     )
-    arch = bank.parse_arch(args.arch)
-    device = resolve_device(args.device)
-    source, target = domains_of_run(meta, config, args.data)
-    evaluator = make_evaluator(bank.to(device), config, source, target, device)
-    accuracy = evaluator.accuracy(evaluator.outputs(arch))
-    full = count_macs(bank, bank.full_arch(), config.crop)
-    macs = count_macs(bank, arch, config.crop)
-    results = {
-        "arch": str(arch),
-        "head": config.head,
-        "accuracy": accuracy[config.head],
-        "accuracy_by_head": accuracy,
-        "macs": macs,
-        "macs_fraction": macs / full,
-        "params": count_params(bank, arch),
-    }
     print(json.dumps(results, indent=2))
     return results
 
@@ -440,41 +245,22 @@ def select_parser() -> cli.ArgumentParser:
     return parser
 
 
-def check_budgets(bank: ModelBank, config: TrainConfig, budgets: list[float]) -> None:
-    """A budget below the smallest architecture's MACs is refused, naming that architecture."""
-    full = count_macs(bank, bank.full_arch(), config.crop)
-    smallest = Arch.uniform(min(config.grid), bank.num_groups)
-    need = count_macs(bank, smallest, config.crop)
-    for budget in budgets:
-        if budget * full < need:
-            raise UserError(
-                f"no architecture meets budget {budget:.4g} ({budget * full / 1e6:.2f} MMACs): the smallest, "
-                f"{smallest}, needs {need / 1e6:.2f} MMACs = 1/{full / need:.1f} of the full model"
-            )
-
-
-def select_file(argv: Sequence[str] | None = None) -> dict:
+def select_command(argv: Sequence[str] | None = None) -> dict:
     """``slimda-select``: the UPEM choice per budget (with accuracy and Kendall τ where labels exist)."""
     args = select_parser().parse_args(argv)
-    bank, config, meta = load_bank(args.weights)
-    budgets = [parse_budget(b) for b in args.budgets.split(",") if b.strip()]
-    check_budgets(bank, config, budgets)
-    device = resolve_device(args.device)
-    source, target = domains_of_run(meta, config, args.data)
-    evaluator = make_evaluator(bank.to(device), config, source, target, device, args.max_images)
-    results = run_selection(
-        bank,
-        config,
-        evaluator,
-        budgets,
-        args.upem,
-        args.samples,
-        args.reference_archs,
-        args.seed,
+    results = select_file(
+        args.weights,
+        resolve_device(args.device),
+        budgets=parse_budgets(args.budgets),
+        kind=args.upem,
+        samples=args.samples,
+        reference_archs=args.reference_archs,
+        max_images=args.max_images,
+        seed=args.seed,
+        data=args.data,
         progress=not args.no_progress,
     )
-    results["weights"] = str(args.weights)
-    text = selection_markdown(results)
+    text = selection_table(results)
     print(text)
     if args.out is not None:
         checkpoint.save_json(args.out / "selection.json", results)
@@ -482,114 +268,8 @@ def select_file(argv: Sequence[str] | None = None) -> dict:
     return results
 
 
-def run_selection(
-    bank: ModelBank,
-    config: TrainConfig,
-    evaluator: Evaluator,
-    budgets: list[float],
-    kind: str,
-    samples: int,
-    reference_archs: int,
-    seed: int,
-    progress: bool = False,
-) -> dict:
-    """Score candidates of every budget once (UPEM, accuracy) and pick per budget; rank correlations over all."""
-    sampler = ArchSampler(bank.num_groups, config.grid, 2, "stagewise", True, seed)
-
-    def macs(arch: Arch) -> int:
-        return count_macs(bank, arch, config.crop)
-
-    full = macs(bank.full_arch())
-    generator = torch.Generator().manual_seed(seed + 1)
-    references = [bank.full_arch()]
-    while len(references) < min(reference_archs, sampler.space_size()):
-        arch = sampler.random(generator)
-        if arch not in references:
-            references.append(arch)
-    cache: dict[Arch, object] = {}
-
-    def outputs(arch: Arch):
-        if arch not in cache:
-            cache[arch] = evaluator.outputs(arch)
-        return cache[arch]
-
-    reference = None
-    if kind in ("ensemble_kl", "ensemble_agreement"):
-        reference = bank_ensemble([knowledge(outputs(a), config.seed_source_head) for a in references])
-    candidates: list[Arch] = []
-    for budget in budgets:
-        for arch in candidate_architectures(sampler, macs, budget * full, bank_widths(config), samples, seed):
-            if arch not in candidates:
-                candidates.append(arch)
-    wrap = (lambda items: Progress(items, desc="slimda-select")) if progress else (lambda items: items)
-    has_labels = evaluator.labels is not None
-    scored = score_architectures(
-        candidates,
-        outputs,
-        macs,
-        kind,
-        reference,
-        config.seed_source_head,
-        accuracy=(lambda o: evaluator.accuracy(o)[config.head]) if has_labels else None,
-        progress=wrap,
-    )
-    rows = []
-    for budget in budgets:
-        chosen, oracle = select(scored, budget * full)
-        row = {
-            "budget": budget,
-            "arch": str(chosen.arch),
-            "macs": chosen.macs,
-            "macs_fraction": chosen.macs / full,
-            "upem": chosen.upem,
-            "candidates": sum(s.macs <= budget * full for s in scored),
-        }
-        if oracle is not None:
-            row |= {
-                "accuracy": chosen.accuracy,
-                "oracle_arch": str(oracle.arch),
-                "oracle_accuracy": oracle.accuracy,
-                "gap": oracle.accuracy - chosen.accuracy,
-            }
-        rows.append(row)
-    results = {
-        "upem": kind,
-        "head": config.head,
-        "reference_archs": [str(a) for a in references],
-        "selection": rows,
-        "candidates": [{"arch": str(s.arch), "macs": s.macs, "upem": s.upem, "accuracy": s.accuracy} for s in scored],
-    }
-    if has_labels:
-        upem, acc = [-s.upem for s in scored], [s.accuracy for s in scored]
-        results |= {
-            "kendall_tau": kendall_tau(upem, acc),
-            "spearman_rho": spearman_rho(upem, acc),
-            "num_candidates": len(scored),
-        }
-    return results
-
-
-def selection_markdown(results: dict) -> str:
-    headers = ["budget", "UPEM choice", "MACs fraction", "UPEM"]
-    labelled = "kendall_tau" in results
-    if labelled:
-        headers += ["accuracy", "oracle-best", "oracle accuracy", "gap"]
-    rows = []
-    for r in results["selection"]:
-        row = [f"{r['budget']:.4g}", r["arch"], f"{r['macs_fraction']:.4f}", f"{r['upem']:.4f}"]
-        if labelled:
-            row += [f"{r['accuracy']:.2f}", r["oracle_arch"], f"{r['oracle_accuracy']:.2f}", f"{r['gap']:.2f}"]
-        rows.append(row)
-    text = markdown_table(headers, rows)
-    if labelled:
-        text += (
-            f"\n\nUPEM ({results['upem']}) vs target accuracy over {results['num_candidates']} architectures: "
-            f"Kendall τ {results['kendall_tau']:.3f}, Spearman ρ {results['spearman_rho']:.3f}"
-        )
-    return text
-
-
-def export_parser() -> cli.ArgumentParser:
+def export_command(argv: Sequence[str] | None = None) -> dict:
+    """``slimda-export``: BN-recalibrate the architecture on the run's calibration images, then export it."""
     parser = cli.ArgumentParser(
         prog="slimda-export",
         description="Export one architecture of a trained bank as a standalone torchvision-style model: a folder "
@@ -597,41 +277,17 @@ def export_parser() -> cli.ArgumentParser:
     )
     parser.add_argument("--weights", type=Path, required=True, help="final.pt of slimda-train")
     parser.add_argument("--arch", required=True, help="uniform width (0.5) or one width per group (0.5-0.25-...)")
-    parser.add_argument("--head", choices=("ct", "cs", "ca"), default=None, help="deployed head (default: the run's)")
+    parser.add_argument("--head", choices=EXPORT_HEADS, default=None, help="deployed head (default: the run's)")
     parser.add_argument("--out", type=Path, required=True, help="new folder to write")
     parser.add_argument("--data", type=Path, default=None, help="dataset root (default: the run's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    return parser
+    args = parser.parse_args(argv)
+    result = export_file(args.weights, args.arch, args.out, resolve_device(args.device), head=args.head, data=args.data)
+    print(f"wrote {result['out']}: {result['arch']} ({result['head']} head), target accuracy {result['accuracy']:.2f}%")
+    return result
 
 
-def export_file(argv: Sequence[str] | None = None) -> dict:
-    """``slimda-export``: BN-recalibrate the architecture on the run's calibration images, then export it."""
-    args = export_parser().parse_args(argv)
-    check_new_folder(args.out)
-    bank, config, meta = load_bank(args.weights)
-    arch = bank.parse_arch(args.arch)
-    head = args.head or config.head
-    if head not in ("ct", "cs", "ca"):
-        raise UserError(f"the run reports head {head!r}, which is not a plain linear layer: pass --head ct, cs or ca")
-    device = resolve_device(args.device)
-    source, target = domains_of_run(meta, config, args.data)
-    evaluator = make_evaluator(bank.to(device), config, source, target, device)
-    accuracy = evaluator.accuracy(evaluator.outputs(arch))[head]
-    info = {
-        "classes": meta["classes"],
-        "crop": config.crop,
-        "image_size": config.image_size,
-        "normalise": "imagenet",
-        "target_accuracy": accuracy,
-        "source": meta["data"]["source"],
-        "target": meta["data"]["target"],
-    }
-    folder = export_architecture(bank.cpu(), arch, args.out, head=head, meta=info)
-    print(f"wrote {folder}: {arch} ({head} head), target accuracy {accuracy:.2f}%")
-    return {"out": str(folder), "arch": str(arch), "head": head, "accuracy": accuracy}
-
-
-def flops_file(argv: Sequence[str] | None = None) -> dict:
+def flops_command(argv: Sequence[str] | None = None) -> dict:
     """``slimda-flops``: MACs and parameters of architectures of a bank (no weights needed)."""
     parser = cli.ArgumentParser(
         prog="slimda-flops",
@@ -649,63 +305,65 @@ def flops_file(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--num-classes", type=int, default=31, help="K of the heads")
     parser.add_argument("--heads", action="store_true", help="include the deployed head's MACs")
     args = parser.parse_args(argv)
-    bank = ModelBank(args.model, args.num_classes)
-    size = args.input_size or (16 if args.model == "slimcnn" else 224)
-    grid = SLIMCNN_GRID if args.model == "slimcnn" else RESNET_GRID
-    archs = (
-        [bank.parse_arch(a) for a in args.arch]
-        if args.arch
-        else [Arch.uniform(w, bank.num_groups) for w in sorted(grid, reverse=True)]
-    )
-    full = count_macs(bank, bank.full_arch(), size, include_heads=args.heads)
+    table = macs_table(args.model, args.arch, args.input_size, args.num_classes, args.heads)
+    full = table["full_macs"]
     unit, scale = ("G", 1e9) if full >= 1e9 else ("M", 1e6)
-    rows, records = [], []
-    for arch in archs:
-        macs = count_macs(bank, arch, size, include_heads=args.heads)
-        params = count_params(bank, arch)
-        records.append(
-            {
-                "arch": str(arch),
-                "macs": macs,
-                "fraction": macs / full,
-                "params": params,
-                "feature_dim": bank.feature_dim(arch),
-            }
-        )
-        rows.append(
-            [
-                str(arch),
-                bank.feature_dim(arch),
-                f"{macs / scale:.3f} {unit}",
-                f"1/{full / macs:.1f}",
-                f"{params / 1e6:.2f} M",
-            ]
-        )
+    rows = [
+        [
+            r["arch"],
+            r["feature_dim"],
+            f"{r['macs'] / scale:.3f} {unit}",
+            f"1/{full / r['macs']:.1f}",
+            f"{r['params'] / 1e6:.2f} M",
+        ]
+        for r in table["archs"]
+    ]
     print(markdown_table(["arch", "pooled feature", "MACs", "fraction", "params"], rows))
-    return {"model": args.model, "input_size": size, "archs": records}
+    return table
 
 
-def repro(argv: Sequence[str] | None = None) -> dict:
-    """``slimda-repro``."""
-    from slimda.repro import repro as run_repro
+def repro_command(argv: Sequence[str] | None = None) -> dict:
+    """``slimda-repro``: the four banks at every width and UPEM's selection; prints ``results.md``."""
+    parser = cli.repro_parser(
+        "slimda-repro",
+        "SlimDA vs the source-only bank at every width, the SEED and OSTC ablations, and UPEM's rank correlation "
+        "and budgeted choice, on an embedded domain shift (MNIST-5k -> UCI digits by default).",
+        repro.PRESET_HELP,
+    )
+    parser.add_argument("--dataset", choices=sdata.EMBEDDED, default="mnist-digits", help="embedded shift")
+    parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations per bank")
+    parser.add_argument("--samples", type=int, default=40, help="random stage-wise UPEM candidates per budget")
+    parser.add_argument(
+        "--budgets", type=parse_budgets, default="1,1/2,1/4,1/8", help="MACs budgets of the selection table"
+    )
+    parser.add_argument(
+        "--variants",
+        type=_names,
+        default=",".join(repro.VARIANTS),
+        help="comma-separated subset of " + ",".join(repro.VARIANTS),
+    )
+    options = ("dataset", "iterations", "samples", "budgets", "variants")
+    return cli.run_repro(parser, argv, "slimda", repro.run, *options)
 
-    return run_repro(argv)
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 COMMANDS = {
-    "train": train,
-    "eval": evaluate_file,
-    "select": select_file,
-    "export": export_file,
-    "flops": flops_file,
-    "repro": repro,
+    "train": train_command,
+    "eval": eval_command,
+    "select": select_command,
+    "export": export_command,
+    "flops": flops_command,
+    "repro": repro_command,
 }
-train_main = cli.console_script(train)
-eval_main = cli.console_script(evaluate_file)
-select_main = cli.console_script(select_file)
-export_main = cli.console_script(export_file)
-flops_main = cli.console_script(flops_file)
-repro_main = cli.console_script(repro)
+train_main = cli.console_script(train_command)
+eval_main = cli.console_script(eval_command)
+select_main = cli.console_script(select_command)
+export_main = cli.console_script(export_command)
+flops_main = cli.console_script(flops_command)
+repro_main = cli.console_script(repro_command)
 
 if __name__ == "__main__":
     sys.exit(cli.run_command(COMMANDS))

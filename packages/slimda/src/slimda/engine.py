@@ -1,8 +1,9 @@
-"""Training and evaluation of the model bank: one SlimDA iteration as spec §2.5, step by step.
+"""Training and evaluation of the model bank: one SlimDA iteration step by step, and the whole run.
 
-Per iteration: a source batch and a target batch; n architectures by the sandwich rule; a no-grad ensemble
-pass giving SEED's teacher p̄(x_t); then per architecture a forward of both batches and a backward of
-L_C + L_G + β·L_seed whose gradients are *routed* (spec §2.4c):
+Per iteration (Fig. 2 of Slimmable Domain Adaptation, CVPR 2022): a source batch and a target batch; n
+architectures by the sandwich rule; a no-grad ensemble pass giving SEED's teacher p̄(x_t); then per architecture
+a forward of both batches and a backward of L_C + L_G + β·L_seed whose gradients are *routed* (L_C and L_G as
+SymNets' ``symnets/trainer.py`` routes them; L_seed into Ca as Fig. 2 shows, and into the backbone: unverified):
 
 - the backbone G receives ∇(L_G + β·L_seed) only,
 - Cs ⊕ Ct (``heads.fc``) receives ∇L_C only,
@@ -14,23 +15,34 @@ architecture then accumulates exactly the routed gradients, and one optimizer st
 An optional source-CE warm-up (``warmup_fraction``, used by the from-scratch embedded presets) precedes the
 adaptation and stands in for the ImageNet-pretrained start SymNets fine-tunes from; the λ_p and lr schedules
 then run over the adaptation iterations.
+
+:func:`fit` runs a whole configuration and owns its files (``config.json``, ``metrics.jsonl``,
+``checkpoint-<iteration>.pt``, ``final.pt``, ``results.json``) and ``--resume``; :func:`load_bank` reads a
+``final.pt`` (or a checkpoint) back and :func:`evaluate_file` scores one of its architectures.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared import distributed
-from shared.device import autocast, grad_scaler
-from shared.errors import UserError
+from shared import checkpoint, distributed
+from shared.device import AmpScaler, autocast, seed_everything
+from shared.errors import UserError, require_path
+from shared.logging import MetricsWriter, Progress, format_record, get_logger
+from slimda import data as sdata
 from slimda.augment import Pipeline
 from slimda.bn import recalibrate_bn
-from slimda.config import TrainConfig
+from slimda.config import EMBEDDED, HEADS, TrainConfig
+from slimda.flops import count_macs, count_params
 from slimda.losses import (
     ensemble_target,
     lambda_schedule,
@@ -39,7 +51,7 @@ from slimda.losses import (
     symnets_classifier_loss,
     symnets_feature_loss,
 )
-from slimda.models import Arch, HeadOutputs, ModelBank, knowledge
+from slimda.models import Arch, HeadOutputs, ModelBank, knowledge, load_torchvision_weights
 from slimda.sampling import ArchSampler
 
 
@@ -90,7 +102,7 @@ def step_losses(
     teacher: torch.Tensor | None,
     warmup: bool = False,
 ) -> StepLosses:
-    """L_C, L_G, L_seed of the current architecture, wired for the routing of spec §2.4c.
+    """L_C, L_G, L_seed of the current architecture, wired for the gradient routing (module docstring).
 
     ``teacher`` is p̄ on the target batch (on source + target with ``seed_on_source``), or None without SEED.
     Source only (and any method during ``warmup``) reads the source batch alone: source CE on Cs (on every
@@ -172,7 +184,7 @@ class Trainer:
         self.target_stream = BatchStream(len(target_images), config.batch_size, seed + 1, "target")
         self.optimizer = make_optimizer(bank, config)
         self.amp = amp
-        self.scaler = grad_scaler(device, enabled=amp)
+        self.scaler = AmpScaler(device, amp)
 
     def batches(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + step) * 1024 + distributed.get_rank())
@@ -188,7 +200,7 @@ class Trainer:
         ``seed_on_source``), no gradient.
 
         Each architecture reads the same source + target batch as its training forward, so batch norm normalises
-        the teacher's and the student's features alike (the spec's ``--seed-reuse-forward`` math).
+        the teacher's and the student's features alike (the same math as reusing the training forward).
         """
         predictions = []
         start = 0 if self.config.seed_on_source else len(x_source)
@@ -199,7 +211,7 @@ class Trainer:
         return ensemble_target(predictions)
 
     def step(self, step: int) -> dict[str, float]:
-        """One iteration (spec §2.5); returns the losses averaged over the sampled architectures."""
+        """One iteration; returns the losses averaged over the sampled architectures."""
         config = self.config
         warmup = step < config.warmup_iterations
         progress = 0.0 if warmup else (step - config.warmup_iterations) / (config.iterations - config.warmup_iterations)
@@ -218,14 +230,13 @@ class Trainer:
             self.bank.set_arch(arch)
             with autocast(self.device, enabled=self.amp):
                 losses = step_losses(self.bank, config, x_s, y_s, x_t, lam, teacher, warmup)
-            self.scaler.scale(losses.total).backward()
+            self.scaler.backward(losses.total)
             sums["loss_c"] += float(losses.classifier.detach())
             sums["loss_g"] += float(losses.feature.detach())
             sums["loss_seed"] += float(losses.seed.detach())
         if distributed.is_distributed():
             average_gradients(list(self.bank.parameters()))
         self.scaler.step(self.optimizer)
-        self.scaler.update()
         return {k: v / len(archs) for k, v in sums.items()} | {
             "lambda": lam,
             "lr": self.optimizer.param_groups[1]["lr"],
@@ -233,7 +244,7 @@ class Trainer:
 
 
 class Evaluator:
-    """Per-architecture outputs on a labelled (or unlabelled) image set, after BN recalibration (spec §2.2).
+    """Per-architecture outputs on a labelled (or unlabelled) image set, after BN recalibration.
 
     Calibration batches are the first ``calib_batches`` batches of a fixed permutation of ``calib_images``:
     the same for every architecture, so evaluation is deterministic.
@@ -275,3 +286,214 @@ class Evaluator:
             head: 100.0 * float((getattr(outputs, head).argmax(dim=1) == self.labels).float().mean())
             for head in ("cs", "ct", "ca", "folded")
         }
+
+
+def load_domains(config: TrainConfig) -> tuple[sdata.Domain, sdata.Domain]:
+    """The (source, target) domains of ``config``: an embedded shift, or two domains of a real dataset."""
+    data, source, target = config.data, config.source, config.target
+    if data is None:
+        if config.dataset not in EMBEDDED:
+            raise UserError(f"--dataset {config.dataset} needs --data (its domain folders); nothing is downloaded")
+        if source or target:
+            raise UserError("--source/--target name domains under --data; the embedded datasets fix theirs")
+        data = sdata.embedded_root(config.dataset)
+        source, target = sdata.EMBEDDED_DOMAINS[config.dataset]
+    elif not (source and target):
+        raise UserError("--data needs --source and --target (the domain names under it)")
+    root = require_path(data, "--data", kind="dir")
+    size, list_dir = config.image_size, config.list_dir
+    domains = sdata.load_domain(root, source, size, list_dir), sdata.load_domain(root, target, size, list_dir)
+    sdata.check_same_classes(*domains)
+    return domains
+
+
+def calibration_images(config: TrainConfig, source: sdata.Domain, target: sdata.Domain) -> torch.Tensor:
+    """Images of the BN recalibration (``bn_calib_domain``; target by default, AdaBN-style)."""
+    if config.bn_calib_domain == "both":
+        return torch.cat([source.images, target.images])
+    return (source if config.bn_calib_domain == "source" else target).images
+
+
+def make_evaluator(
+    bank: ModelBank,
+    config: TrainConfig,
+    source: sdata.Domain,
+    target: sdata.Domain,
+    device: torch.device,
+    max_images: int | None = None,
+) -> Evaluator:
+    """Accuracy on the target images (the transductive UDA protocol), BN recalibrated per architecture.
+
+    ``max_images`` scores a fixed random subset of the target (calibration still reads every domain image).
+    """
+    images, labels = target.images, target.labels
+    if max_images is not None and max_images < len(images):
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:max_images]
+        images, labels = images[keep], labels[keep]
+    return Evaluator(
+        bank,
+        Pipeline(config.crop, config.flip),
+        calibration_images(config, source, target),
+        images,
+        labels,
+        device,
+        config.bn_calib_batches,
+    )
+
+
+def bank_widths(config: TrainConfig) -> list[float]:
+    """The uniform widths of the bank, largest first (the rows of the per-width tables)."""
+    return sorted(config.grid, reverse=True)
+
+
+def evaluate_widths(evaluator: Evaluator, bank: ModelBank, widths: Sequence[float]) -> dict[str, dict[str, float]]:
+    """Accuracy of every head at each uniform width, keyed by the width (``"0.5"``)."""
+    return {f"{w:g}": evaluator.accuracy(evaluator.outputs(Arch.uniform(w, bank.num_groups))) for w in widths}
+
+
+def fit(
+    config: TrainConfig,
+    out: Path,
+    device: torch.device,
+    *,
+    resume: bool = False,
+    domains: tuple[sdata.Domain, sdata.Domain] | None = None,
+    info: dict | None = None,
+    quiet: bool = False,
+    progress: str | None = "slimda-train",
+) -> dict:
+    """Train the bank of ``config`` into ``out`` and return the results (also written to ``results.json``).
+
+    ``resume`` continues from the latest checkpoint in ``out`` with the result of an uninterrupted run (batches,
+    augmentations and architecture draws are functions of the iteration). ``domains`` (default:
+    :func:`load_domains`) lets several runs share data read once; ``info`` is recorded in ``config.json`` (e.g. the
+    preset's name); ``progress`` labels the progress bar (None: no bar).
+    """
+    log = get_logger()
+    source, target = domains or load_domains(config)
+    seed_everything(config.seed)
+    bank = ModelBank(config.backbone, source.num_classes)
+    if config.weights is not None and not resume:
+        load_torchvision_weights(bank, require_path(config.weights, "--weights", kind="file"))
+    trainer = Trainer(config, bank, source.images, source.labels, target.images, device, config.seed, config.amp)
+    evaluator = make_evaluator(bank, config, source, target, device)
+    run = {"num_classes": source.num_classes, "classes": source.classes, "source": source.name, "target": target.name}
+    start = 0
+    if resume:
+        latest = checkpoint.latest(out)
+        if latest is None:
+            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start it")
+        saved = checkpoint.load_checkpoint(latest)
+        start = checkpoint.restore_training_state(saved, bank, trainer.optimizer, scaler=trainer.scaler)["step"]
+    elif distributed.is_main_process():
+        checkpoint.save_json(out / "config.json", {"train_config": dataclasses.asdict(config), **run, **(info or {})})
+    if not quiet:
+        log.info(
+            f"slimda-train: {config.method} on {config.dataset} {source.name} ({len(source.labels)}) -> "
+            f"{target.name} ({len(target.labels)}), {config.backbone}, {config.iterations} iterations -> {out}"
+        )
+    metrics = MetricsWriter(out / "metrics.jsonl")
+    metrics.rewind("iteration", start)
+    smallest = Arch.uniform(min(config.grid), bank.num_groups)
+    running: dict[str, float] = {}
+    last_record = start
+    started = time.monotonic()
+    steps = range(start, config.iterations)
+    bar = Progress(steps, desc=progress or "", enabled=progress is not None)
+    for it in bar:
+        for key, value in trainer.step(it).items():
+            running[key] = running.get(key, 0.0) + value
+        done = it + 1
+        if done % config.log_every and done % config.eval_every and done != config.iterations:
+            continue
+        record = {"iteration": done, **{k: v / (done - last_record) for k, v in running.items()}}
+        running, last_record = {}, done
+        if done % config.eval_every == 0 or done == config.iterations:
+            for name, arch in (("largest", bank.full_arch()), ("smallest", smallest)):
+                record[f"acc_{name}"] = evaluator.accuracy(evaluator.outputs(arch))[config.head]
+            state = checkpoint.training_state(bank, trainer.optimizer, scaler=trainer.scaler, step=done)
+            checkpoint.save_training_checkpoint(out, done, state)
+        metrics.write(record)
+        bar.update(**{k: v for k, v in record.items() if k.startswith(("loss", "acc"))})
+        if not quiet:
+            log.info(format_record(record))
+    results = {
+        "method": config.method,
+        "dataset": config.dataset,
+        "source": source.name,
+        "target": target.name,
+        "head": config.head,
+        "accuracy": evaluate_widths(evaluator, bank, bank_widths(config)),
+        "train_seconds": round(time.monotonic() - started, 1),
+    }
+    if distributed.is_main_process():
+        final = {"model": bank.state_dict(), "config": dataclasses.asdict(config), **run}
+        checkpoint.save_checkpoint(out / "final.pt", final)
+        checkpoint.save_json(out / "results.json", results)
+    return results
+
+
+def load_bank(path: str | os.PathLike) -> tuple[ModelBank, TrainConfig, dict]:
+    """The bank of a ``final.pt`` (or of a ``checkpoint-<iteration>.pt`` beside its run's ``config.json``), its
+    configuration, and what the run recorded (``num_classes``, ``classes``, ``source``, ``target``)."""
+    path = Path(path)
+    saved = checkpoint.load_checkpoint(require_path(path, "--weights", kind="file"))
+    if "config" in saved and "model" in saved:
+        meta = saved
+    elif "model" in saved and (path.parent / "config.json").is_file():
+        recorded = json.loads((path.parent / "config.json").read_text())
+        meta = {"model": saved["model"], "config": recorded["train_config"]}
+        meta |= {key: recorded[key] for key in ("num_classes", "classes", "source", "target")}
+    else:
+        raise UserError(f"{path} is not a file written by slimda-train (final.pt or checkpoint-<iteration>.pt)")
+    config = TrainConfig(**{**meta["config"], "grid": tuple(meta["config"]["grid"])})
+    bank = ModelBank(config.backbone, meta["num_classes"])
+    try:
+        bank.load_state_dict(meta["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise UserError(f"{path} does not fit a {config.backbone} bank ({first})") from None
+    return bank, config, {key: value for key, value in meta.items() if key not in ("model", "config")}
+
+
+def domains_of_run(
+    config: TrainConfig, meta: dict, data: str | os.PathLike | None = None
+) -> tuple[sdata.Domain, sdata.Domain]:
+    """The run's source and target domains; ``data`` points at where a real dataset now lives."""
+    if data is None:
+        return load_domains(config)
+    return load_domains(dataclasses.replace(config, data=str(data), source=meta["source"], target=meta["target"]))
+
+
+def evaluate_file(
+    weights: str | os.PathLike,
+    device: torch.device,
+    *,
+    arch: str = "1",
+    head: str = "auto",
+    bn_calib_batches: int | None = None,
+    data: str | os.PathLike | None = None,
+) -> dict:
+    """Target accuracy (every head), MACs and parameters of one architecture of a saved bank, BN recalibrated."""
+    if head not in HEADS:
+        raise UserError(f"unknown head {head!r}: choose from {HEADS}")
+    bank, config, meta = load_bank(weights)
+    config = dataclasses.replace(
+        config,
+        eval_head=head if head != "auto" else config.eval_head,
+        bn_calib_batches=bn_calib_batches or config.bn_calib_batches,
+    )
+    chosen = bank.parse_arch(arch)
+    source, target = domains_of_run(config, meta, data)
+    evaluator = make_evaluator(bank.to(device), config, source, target, device)
+    accuracy = evaluator.accuracy(evaluator.outputs(chosen))
+    macs = count_macs(bank, chosen, config.crop)
+    return {
+        "arch": str(chosen),
+        "head": config.head,
+        "accuracy": accuracy[config.head],
+        "accuracy_by_head": accuracy,
+        "macs": macs,
+        "macs_fraction": macs / count_macs(bank, bank.full_arch(), config.crop),
+        "params": count_params(bank, chosen),
+    }

@@ -3,10 +3,12 @@
 The folder holds ``model.py`` (a copy of :mod:`slimda.standalone`, which imports only torch), ``arch.json`` (its
 spec, the architecture, the head and the caller's metadata) and ``weights.pt`` (a torchvision-style state_dict:
 the bank's weight prefixes at that architecture and one K-way ``fc``). ``model.load(folder)`` rebuilds it.
+:func:`export_file` exports from a saved bank, BN recalibrated on its run's images (what ``slimda-export`` does).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -14,6 +16,7 @@ import torch
 from shared.checkpoint import atomic_write, save_json
 from shared.errors import UserError
 from slimda import standalone
+from slimda.engine import domains_of_run, load_bank, make_evaluator
 from slimda.flops import layer_channels
 from slimda.models import Arch, ModelBank
 
@@ -59,7 +62,40 @@ def export_architecture(bank: ModelBank, arch: Arch, out: Path, head: str = "ct"
     return out
 
 
-def check_new_folder(out: Path) -> Path:
+def export_file(
+    weights: str | os.PathLike,
+    arch: str,
+    out: str | os.PathLike,
+    device: torch.device,
+    *,
+    head: str | None = None,
+    data: str | os.PathLike | None = None,
+) -> dict:
+    """Export ``arch`` of the bank saved in ``weights`` to the new folder ``out``, after recalibrating its BN on
+    the run's calibration images; returns the folder, the architecture, the head and its target accuracy."""
+    out = check_new_folder(out)
+    bank, config, meta = load_bank(weights)
+    chosen = bank.parse_arch(arch)
+    head = head or config.head
+    if head not in HEADS:
+        raise UserError(f"the run reports head {head!r}, which is not a plain linear layer: pass --head ct, cs or ca")
+    source, target = domains_of_run(config, meta, data)
+    evaluator = make_evaluator(bank.to(device), config, source, target, device)
+    accuracy = evaluator.accuracy(evaluator.outputs(chosen))[head]
+    info = {
+        "classes": meta["classes"],
+        "crop": config.crop,
+        "image_size": config.image_size,
+        "normalise": "imagenet",
+        "target_accuracy": accuracy,
+        "source": meta["source"],
+        "target": meta["target"],
+    }
+    folder = export_architecture(bank.cpu(), chosen, out, head=head, meta=info)
+    return {"out": str(folder), "arch": str(chosen), "head": head, "accuracy": accuracy}
+
+
+def check_new_folder(out: str | os.PathLike) -> Path:
     """``out`` as a Path, refused if it exists and is not an empty folder (an export never overwrites)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -1,14 +1,16 @@
-"""Multiply-accumulates and parameters of any architecture of a model bank, and budgets (spec §2.2).
+"""Multiply-accumulates and parameters of any architecture of a model bank, and budgets.
 
 A bank's layer table is traced once, on a ``meta``-device copy of it (the bank itself is never touched): which
 group sets every conv's and batch norm's input channels, and, per input size, each conv's output pixels. Counting
 an architecture is then a sum over that table: microseconds, so thousands of candidates are cheap.
+:func:`macs_table` is what ``slimda-flops`` prints.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from weakref import WeakKeyDictionary
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from shared.errors import UserError
+from slimda.config import default_grid
 from slimda.models import Arch, ModelBank, SlimmableBatchNorm2d, SlimmableConv2d, channels
 
 _PROBE_WIDTH = 0.5  # round(c·0.5) < c for every c ≥ 2: a group at this width shrinks every input it sets
@@ -133,7 +136,7 @@ def count_macs(bank: ModelBank, arch: Arch, input_size: int, include_heads: bool
     """Multiply-accumulates of the convs of ``arch`` for one ``input_size``² image.
 
     ``include_heads`` adds the deployed K-way linear head (K·feature_dim); batch norms, ReLUs, pooling and
-    residual additions are not counted (the convention of the spec's table).
+    residual additions are not counted (the usual convention of MACs tables for ResNets).
     """
     _check(bank, arch)
     profile = _profile(bank)
@@ -174,6 +177,14 @@ def parse_budget(text: str | float) -> float:
     return value
 
 
+def parse_budgets(text: str) -> list[float]:
+    """Comma-separated budgets (``"1,1/2,1/4"``) as fractions of the full model's MACs."""
+    budgets = [parse_budget(b) for b in text.split(",") if b.strip()]
+    if not budgets:
+        raise UserError(f"budgets {text!r}: give at least one fraction like 1/4")
+    return budgets
+
+
 def largest_uniform_width(bank: ModelBank, budget: float, input_size: int, tol: float = 1e-4) -> float:
     """The largest uniform width multiplier (continuous, channels rounded as the bank does) within ``budget``.
 
@@ -192,3 +203,39 @@ def largest_uniform_width(bank: ModelBank, budget: float, input_size: int, tol: 
     if low == 0.0:
         raise UserError(f"no uniform width fits a budget of {budget:g} of the full model's MACs")
     return low
+
+
+def macs_table(
+    model: str = "resnet50",
+    archs: Sequence[str] | None = None,
+    input_size: int | None = None,
+    num_classes: int = 31,
+    include_heads: bool = False,
+) -> dict:
+    """MACs, fraction of the full model's (``full_macs``), parameters and pooled-feature width of architectures of
+    a ``model`` bank.
+
+    ``archs`` default to every uniform width of the bank's grid, largest first; ``input_size`` to 224 (16 for
+    SlimCNN). No weights are needed: the bank is built on the meta device.
+    """
+    with torch.device("meta"):
+        bank = ModelBank(model, num_classes)
+    size = input_size or (16 if model == "slimcnn" else 224)
+    if archs:
+        chosen = [bank.parse_arch(a) for a in archs]
+    else:
+        chosen = [Arch.uniform(w, bank.num_groups) for w in sorted(default_grid(model), reverse=True)]
+    full = count_macs(bank, bank.full_arch(), size, include_heads=include_heads)
+    records = []
+    for arch in chosen:
+        macs = count_macs(bank, arch, size, include_heads=include_heads)
+        records.append(
+            {
+                "arch": str(arch),
+                "macs": macs,
+                "fraction": macs / full,
+                "params": count_params(bank, arch),
+                "feature_dim": bank.feature_dim(arch),
+            }
+        )
+    return {"model": model, "input_size": size, "full_macs": full, "archs": records}

@@ -1,13 +1,13 @@
-"""The weight-sharing model bank of SlimDA (spec §2.2–2.3): slimmable layers, backbones and heads.
+"""The weight-sharing model bank of Slimmable Domain Adaptation: slimmable layers, backbones and heads.
 
 A sub-network ("architecture") uses the *first* ``round(c·w)`` output channels of every layer; its inputs follow
-the previous layer (universally-slimmable style, spec §2.2 [UNVERIFIED]). An :class:`Arch` holds one width
+the previous layer (universally-slimmable style; unverified against the paper). An :class:`Arch` holds one width
 multiplier per *group*:
 
 - ``resnet50``: 5 groups, ``stem-stage1-stage2-stage3-stage4``;
 - ``resnet18``: 4 groups, ``stage1-…-stage4``; the stem follows stage 1 because layer1's blocks have identity
   shortcuts, whose residual sum needs the stem and stage-1 widths equal;
-- ``slimcnn``: 4 groups, one per conv block (spec §6.3).
+- ``slimcnn``: 4 groups, one per conv block (our tiny CNN for the embedded data).
 
 ``SlimResNet`` carries torchvision's state_dict key names (``conv1``, ``bn1``, ``layer{1-4}.{i}.conv1``,
 ``…downsample.0``), so an ImageNet ``resnet50`` state_dict loads by name (:func:`load_torchvision_weights`).
@@ -208,7 +208,7 @@ class SlimResNet(nn.Module):
 
 
 class SlimCNN(nn.Module):
-    """The tiny slimmable CNN of spec §6.3: four 3×3 conv → BN → ReLU blocks (stride 2 in blocks 2–4), GAP."""
+    """A tiny slimmable CNN for the embedded data: four 3×3 conv → BN → ReLU blocks (stride 2 in blocks 2–4), GAP."""
 
     def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), in_chans: int = 3) -> None:
         super().__init__()
@@ -235,7 +235,7 @@ class HeadOutputs(NamedTuple):
 
 
 class TriClassifier(nn.Module):
-    """OSTC heads (spec §2.3): ``fc`` = Cs ⊕ Ct (SymNets' single 2K-way linear), ``fc_aux`` = Ca (K-way)."""
+    """OSTC heads (Fig. 2 of the paper): ``fc`` = Cs ⊕ Ct (SymNets' single 2K-way linear), ``fc_aux`` = Ca (K-way)."""
 
     def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
@@ -250,7 +250,7 @@ class TriClassifier(nn.Module):
 
 
 def fold(z: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """q_k(x) = P_k(x) + P_{K+k}(x) with P = softmax over the 2K logits of Cs ⊕ Ct (spec §2.4a)."""
+    """q_k(x) = P_k(x) + P_{K+k}(x) with P = softmax over the 2K logits of Cs ⊕ Ct (SymNets' folded prediction)."""
     p = z.softmax(dim=1)
     return p[:, :num_classes] + p[:, num_classes:]
 
@@ -259,7 +259,7 @@ KNOWLEDGE_HEADS = ("folded", "ct", "cs", "mean_cs_ct")
 
 
 def knowledge(outputs: HeadOutputs, head: str = "folded") -> torch.Tensor:
-    """π_a(x), the class distribution an architecture contributes to SEED's ensemble and to UPEM (spec §2.4b)."""
+    """π_a(x), the class distribution an architecture contributes to SEED's ensemble and to UPEM (unverified)."""
     if head == "folded":
         return outputs.folded
     if head == "mean_cs_ct":

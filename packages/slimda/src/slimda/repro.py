@@ -1,39 +1,37 @@
-"""``slimda-repro``: the paper's claims at CPU scale (spec §6.4), on an embedded shift.
+"""``slimda-repro``: the claims of Slimmable Domain Adaptation (CVPR 2022) at CPU scale, on an embedded shift.
 
-Per seed, four banks are trained with the same sandwich sampling and data order:
+Per seed, four banks are trained with the same sandwich sampling and data order (the domains are read once):
 
 - source only (source CE on Cs),
 - SlimDA without SEED (SymNets' domain confusion on the bank),
 - SlimDA without OSTC (SEED distilled through Ct, no Ca),
 - SlimDA (SymNets + SEED through Ca).
 
-Each is evaluated on the target images at every uniform width of the bank (BN recalibrated per width). On the
-SlimDA bank, UPEM scores stage-wise and uniform candidates without labels; its Kendall τ with the true target
-accuracy and the accuracy of its choice under each MACs budget against the oracle-best are reported.
-Finished runs are kept under ``--out``/runs and skipped when the command is run again.
+Each is :func:`slimda.engine.fit`, which evaluates the target images at every uniform width of the bank (BN
+recalibrated per width). On the SlimDA bank, UPEM then scores stage-wise and uniform candidates without labels;
+its Kendall τ with the true target accuracy and the accuracy of its choice under each MACs budget against the
+oracle-best are reported. Each run, selection included, is kept in a :class:`shared.report.RunCache` under
+``out/runs``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from shared import cli
-from shared.checkpoint import save_json
-from shared.device import resolve_device, seed_everything
 from shared.errors import UserError
-from shared.logging import Progress, get_logger
-from shared.report import format_mean_std, markdown_table, mean_std, write_results
-from slimda.cli import bank_widths, check_budgets, evaluate_widths, load_domains, make_evaluator, run_selection
-from slimda.config import EMBEDDED, build_config
+from shared.logging import get_logger
+from shared.report import RunCache, format_mean_std, markdown_table, mean_std, plot_lines, write_results
+from slimda import __version__
+from slimda.config import EMBEDDED, TrainConfig, build_config
 from slimda.data import Domain
-from slimda.engine import Trainer
-from slimda.flops import count_macs, parse_budget
+from slimda.engine import fit, load_bank, load_domains, make_evaluator
+from slimda.flops import count_macs
 from slimda.models import Arch, ModelBank
+from slimda.upem import check_budgets, run_selection
 
 VARIANTS = {
     "source-only": {"method": "source-only"},
@@ -42,115 +40,117 @@ VARIANTS = {
     "slimda": {"method": "slimda"},
 }
 LABELS = {"source-only": "source only", "no-seed": "SlimDA w/o SEED", "no-ostc": "SlimDA w/o OSTC", "slimda": "SlimDA"}
-BUDGETS = "1,1/2,1/4,1/8"
+BUDGETS = (1.0, 1 / 2, 1 / 4, 1 / 8)
+#: Scales of ``slimda-repro --preset``: the ``slimda-train`` preset of every bank.
+PRESET_HELP = {"demo": "750 iterations per bank, 300 of them a source warm-up", "small": "3,000 iterations per bank"}
+UPEM_KIND, REFERENCE_ARCHS = "ensemble_kl", 16
 
 
-def repro_parser() -> cli.ArgumentParser:
-    parser = cli.ArgumentParser(
-        prog="slimda-repro",
-        description="SlimDA vs the source-only bank at every width, the SEED and OSTC ablations, and UPEM's rank "
-        "correlation and budgeted choice, on an embedded domain shift (spec §6.4).",
-    )
-    parser.add_argument("--dataset", choices=EMBEDDED, default="mnist-digits", help="embedded shift")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
-    parser.add_argument("--preset", choices=("demo", "small"), default="demo", help="scale (small: 3,000 iterations)")
-    parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
-    parser.add_argument("--samples", type=int, default=40, help="random stage-wise UPEM candidates (budget 1)")
-    parser.add_argument("--budgets", default=BUDGETS, help="MACs budgets of the selection table")
-    parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS)
-    )
-    parser.add_argument("--out", type=Path, default=Path("runs/slimda/repro"), help="output folder")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    return parser
-
-
-def run_one(
-    dataset: str,
-    domains: tuple[Domain, Domain],
-    preset: str,
-    variant: str,
-    seed: int,
-    iterations: int | None,
+def train_and_select(
+    config: TrainConfig,
+    out: Path,
     device: torch.device,
+    domains: tuple[Domain, Domain],
+    variant: str,
     samples: int,
-    budgets: list[float],
+    budgets: Sequence[float],
 ) -> dict:
-    """Train one bank on ``domains`` (source, target), evaluate every width; on SlimDA banks also run UPEM."""
-    config = build_config(preset, dataset, iterations=iterations, **VARIANTS[variant])
-    source, target = domains
-    seed_everything(seed)
-    bank = ModelBank(config.backbone, source.num_classes)
-    trainer = Trainer(config, bank, source.images, source.labels, target.images, device, seed)
-    started = time.monotonic()
-    for it in Progress(range(config.iterations), desc=f"{variant} seed {seed}"):
-        trainer.step(it)
-    seconds = time.monotonic() - started
-    evaluator = make_evaluator(bank, config, source, target, device)
+    """One bank: :func:`fit` into ``out``, the accuracy and MACs fraction of every width; UPEM on a SlimDA bank."""
+    results = fit(config, out, device, domains=domains, quiet=True, progress=f"{variant} seed {config.seed}")
+    bank, _, _ = load_bank(out / "final.pt")
     full = count_macs(bank, bank.full_arch(), config.crop)
-    accuracy = evaluate_widths(evaluator, bank, bank_widths(config))
     widths = {
-        f"{w:g}": {
-            "accuracy": accuracy[f"{w:g}"][config.head],
-            "by_head": accuracy[f"{w:g}"],
-            "macs_fraction": count_macs(bank, Arch.uniform(w, bank.num_groups), config.crop) / full,
+        width: {
+            "accuracy": by_head[config.head],
+            "by_head": by_head,
+            "macs_fraction": count_macs(bank, Arch.uniform(float(width), bank.num_groups), config.crop) / full,
         }
-        for w in bank_widths(config)
+        for width, by_head in results["accuracy"].items()
     }
     record = {
         "variant": variant,
-        "seed": seed,
+        "seed": config.seed,
         "head": config.head,
         "iterations": config.iterations,
-        "train_seconds": round(seconds, 1),
+        "train_seconds": results["train_seconds"],
         "widths": widths,
     }
     if variant == "slimda":
-        check_budgets(bank, config, budgets)
-        record["selection"] = run_selection(bank, config, evaluator, budgets, "ensemble_kl", samples, 16, seed)
+        evaluator = make_evaluator(bank.to(device), config, *domains, device)
+        record["selection"] = run_selection(
+            bank, config, evaluator, budgets, UPEM_KIND, samples, REFERENCE_ARCHS, config.seed
+        )
     return record
 
 
-def repro(argv: Sequence[str] | None = None) -> dict:
-    args = repro_parser().parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+def run(
+    out: Path,
+    device: torch.device,
+    *,
+    seeds: int = 3,
+    preset: str = "demo",
+    dataset: str = "mnist-digits",
+    iterations: int | None = None,
+    samples: int = 40,
+    budgets: Sequence[float] = BUDGETS,
+    variants: Sequence[str] = tuple(VARIANTS),
+) -> dict:
+    """Train every variant for every seed (reusing runs recorded in ``out/runs``); write the report into ``out``."""
+    if preset not in PRESET_HELP:
+        raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESET_HELP)}")
+    if dataset not in EMBEDDED:
+        raise UserError(f"unknown dataset {dataset!r}: the repro runs on {', '.join(EMBEDDED)}")
     unknown = sorted(set(variants) - set(VARIANTS))
-    if unknown:
+    if unknown or not variants:
         raise UserError(f"unknown variant(s) {unknown}: choose from {list(VARIANTS)}")
-    budgets = [parse_budget(b) for b in args.budgets.split(",") if b.strip()]
-    device = resolve_device(args.device)
+    if samples < 0:
+        raise UserError(f"--samples must be >= 0, got {samples}")
     log = get_logger()
+    cache = RunCache(out / "runs", __version__)
+    domains = load_domains(build_config(preset, dataset))
+    if "slimda" in variants:  # before any training: a budget no architecture meets
+        config = build_config(preset, dataset, iterations=iterations)
+        with torch.device("meta"):
+            bank = ModelBank(config.backbone, domains[0].num_classes)
+        check_budgets(bank, config, budgets)
     started = time.monotonic()
     runs: dict[str, list[dict]] = {v: [] for v in variants}
-    domains = load_domains(args.dataset, None, None, None, None, build_config(args.preset, args.dataset).image_size)
-    for seed in range(args.seeds):
+    for seed in range(seeds):
         for variant in variants:
-            path = args.out / "runs" / f"{variant}-seed{seed}.json"
-            if path.is_file():
-                record = json.loads(path.read_text())
-            else:
-                record = run_one(
-                    args.dataset, domains, args.preset, variant, seed, args.iterations, device, args.samples, budgets
-                )
-                save_json(path, record)
+            config = build_config(preset, dataset, iterations=iterations, seed=seed, **VARIANTS[variant])
+            run_name = f"{variant}-seed{seed}"
+            recorded = {"config": config}
+            if variant == "slimda":
+                recorded |= {"upem": UPEM_KIND, "samples": samples, "budgets": list(budgets)}
+
+            def train(config=config, run_name=run_name, variant=variant) -> dict:
+                run_out = cache.fresh_folder(run_name)
+                return train_and_select(config, run_out, device, domains, variant, samples, budgets)
+
+            record = cache.run(run_name, recorded, train)
             widths = record["widths"]
             log.info(f"{variant} seed {seed}: " + ", ".join(f"w={w} {v['accuracy']:.1f}" for w, v in widths.items()))
             runs[variant].append(record)
-    results = summarise(runs, args)
+    results = summarise(runs, dataset=dataset, preset=preset, seeds=seeds)
     results["seconds"] = round(time.monotonic() - started, 1)
-    write_results(
-        args.out,
-        title=f"SlimDA on {args.dataset} ({args.seeds} seed(s), {args.preset})",
-        table=results.pop("table"),
-        headline=results["headline"],
-        results=results,
-        notes=results.pop("notes"),
+    title = f"SlimDA on {dataset} ({seeds} seed(s), {preset})"
+    first = runs[variants[0]][0]["widths"]
+    figure = plot_lines(
+        out / "results.png",
+        [w["macs_fraction"] for w in first.values()],
+        {LABELS[v]: [[r["widths"][w]["accuracy"] for r in runs[v]] for w in first] for v in variants},
+        xlabel="MACs fraction of the full bank (uniform widths " + ", ".join(first) + ")",
+        ylabel="target accuracy (%)",
+        title=f"{title}: mean ± std over seeds",
     )
-    print((args.out / "results.md").read_text())
+    table, notes = results.pop("table"), results.pop("notes")
+    write_results(
+        out, title=title, table=table, headline=results["headline"], results=results, notes=notes, figure=figure
+    )
     return results
 
 
-def summarise(runs: dict[str, list[dict]], args) -> dict:
+def summarise(runs: dict[str, list[dict]], *, dataset: str, preset: str, seeds: int) -> dict:
     """The width table (mean ± std over seeds), the UPEM table and the headline checks."""
     variants = list(runs)
     first = runs[variants[0]][0]["widths"]
@@ -160,13 +160,7 @@ def summarise(runs: dict[str, list[dict]], args) -> dict:
         per_width[w] = {v: mean_std(c)[0] for v, c in cells.items()}
         rows.append([w, f"{first[w]['macs_fraction']:.3f}", *(format_mean_std(cells[v]) for v in variants)])
     table = markdown_table(["width", "MACs fraction", *(LABELS[v] for v in variants)], rows)
-    results: dict = {
-        "dataset": args.dataset,
-        "preset": args.preset,
-        "seeds": args.seeds,
-        "mean_accuracy": per_width,
-        "runs": runs,
-    }
+    results: dict = {"dataset": dataset, "preset": preset, "seeds": seeds, "mean_accuracy": per_width, "runs": runs}
     checks = []
     if "slimda" in runs and "source-only" in runs:
         beats = all(acc["slimda"] > acc["source-only"] for acc in per_width.values())
@@ -205,7 +199,7 @@ def summarise(runs: dict[str, list[dict]], args) -> dict:
             f"UPEM choice within 2 points of the oracle at every budget: {'yes' if all(g <= 2 for g in gaps) else 'NO'}"
         )
         notes = (
-            f"UPEM (ensemble_kl) on the SlimDA bank over {selections[0]['num_candidates']} candidates: Kendall τ "
+            f"UPEM ({UPEM_KIND}) on the SlimDA bank over {selections[0]['num_candidates']} candidates: Kendall τ "
             f"{format_mean_std(taus, 3)}, Spearman ρ {format_mean_std(rhos, 3)}.\n\n"
             + markdown_table(["budget", "UPEM choice acc", "oracle-best acc", "gap", "chosen (per seed)"], budget_rows)
         )

@@ -1,4 +1,5 @@
-"""Architecture sampling of the model bank (spec §2.5 step 2): the sandwich rule.
+"""Architecture sampling of the model bank: the sandwich rule of universally slimmable networks (unverified for
+SlimDA).
 
 Each training step draws its architectures from a generator seeded by ``(seed, step)``: the draw is a pure
 function of the step, so a resumed run samples exactly what the uninterrupted run would have.

@@ -113,15 +113,18 @@ class SmallCNN(nn.Module):
 RESNETS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
 
 
-def build(spec: dict) -> nn.Module:
-    """The untrained network that ``spec`` (the content of ``arch.json``) describes."""
-    channels, num_classes, in_chans = spec["channels"], spec["num_classes"], spec.get("in_chans", 3)
-    if spec["model"] == "slimcnn":
+def build(description: dict) -> nn.Module:
+    """The untrained network that ``description`` (the content of ``arch.json``) describes."""
+    channels, num_classes = description["channels"], description["num_classes"]
+    in_chans = description.get("in_chans", 3)
+    if description["model"] == "slimcnn":
         return SmallCNN(channels["features"], num_classes, in_chans)
-    if spec["model"] in RESNETS:
-        block, depths = RESNETS[spec["model"]]
+    if description["model"] in RESNETS:
+        block, depths = RESNETS[description["model"]]
         return ResNet(block, depths, channels["stem"], channels["mid"], channels["out"], num_classes, in_chans)
-    raise ValueError(f"arch.json names model {spec['model']!r}; this file builds {sorted(RESNETS)} and 'slimcnn'")
+    raise ValueError(
+        f"arch.json names model {description['model']!r}; this file builds {sorted(RESNETS)} and 'slimcnn'"
+    )
 
 
 def load(folder: str | Path) -> nn.Module:
