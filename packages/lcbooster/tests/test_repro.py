@@ -21,7 +21,8 @@ def calls(monkeypatch):
     def fake_fit(config, out, device, *, images=None, quiet=False):
         seen.append((config.noise, config.method, config.seed, config.epochs))
         assert quiet and images is not None and images.name == "digits" and device.type == "cpu"
-        Path(out).mkdir(parents=True)  # fails if a stale run folder was left in place
+        assert not any(Path(out).iterdir())  # a fresh folder: what a stale run left there is gone
+        (Path(out) / "metrics.jsonl").write_text("{}\n")
         last = LAST[config.method] + config.seed
         result = {"method": config.method, "noise": config.noise, "last": last, "best": last + 1, "last5": last}
         if config.method == "lcbooster":
