@@ -32,9 +32,12 @@ def test_repro_writes_its_report_and_reuses_or_recomputes_its_runs(sprites, tmp_
     assert imb["config"]["config"]["beta"] == 1e-3 and imb["config"]["teacher"] == seed["teacher"]
     assert (kd_only["config"]["config"]["beta"], kd_only["config"]["config"]["lambda_feat"]) == (0.0, 0.0)
     assert imb["result"]["leakage"] == seed["leakage"]["imb"] and imb["result"]["tasks"] == seed["imb"]
+    assert (runs / "teacher-seed0" / "teacher.pt").is_file() and (runs / "imb-seed0" / "kf.pt").is_file()
+    # run again from the folder moved elsewhere: everything recorded is reused, nothing is trained
+    out = out.rename(tmp_path / "moved")
+    runs = out / "runs"
+    argv = ["--seeds", "1", "--epochs", "1", "--out", str(out), "--device", "cpu"]
     teacher_file, kf_file = runs / "teacher-seed0" / "teacher.pt", runs / "imb-seed0" / "kf.pt"
-    assert teacher_file.is_file() and kf_file.is_file()
-    # run again: everything recorded is reused, nothing is trained
     teacher_file.unlink()
     kf_file.unlink()
     assert cli.repro_command(argv)["seeds"] == results["seeds"]

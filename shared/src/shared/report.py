@@ -153,16 +153,18 @@ def plot_bars(
         return None
     path = Path(path)
     width = 0.8 / max(len(series), 1)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(categories) * max(1, len(series)) ** 0.5), 3.6))
-    lows = []
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(categories) * max(1, len(series)) ** 0.5), 3.6))
+    lows, highs = [], []
     for k, (name, values) in enumerate(series.items()):
         stats = [mean_std(v) for v in values]
         positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(categories))]
         ax.bar(positions, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=3, label=name)
         lows += [m - s for m, s in stats]
+        highs += [m + s for m, s in stats]
     ax.set_xticks(range(len(categories)), list(categories))
-    top = ax.get_ylim()[1]
-    ax.set_ylim(max(0.0, min(lows) - 0.15 * (top - min(lows))), top)
+    low, high = min(lows), max(highs)
+    pad = max(0.15 * (high - low), 0.01 * abs(high), 1e-6)  # the differences fill the axis; bars start below
+    ax.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, high + pad)
     _finish(fig, ax, ylabel, title, legend=len(series) > 1)
     return _save(fig, path)
 
@@ -196,10 +198,10 @@ def plot_lines(
 
 def _finish(fig, ax, ylabel: str, title: str, legend: bool) -> None:
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(axis="y", alpha=0.3)
-    if legend:
-        ax.legend(fontsize=8)
+    if legend:  # right of the axes, where it hides no data
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
 
 
@@ -207,7 +209,7 @@ def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     try:
-        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
     finally:
         plt.close(fig)
     return path

@@ -16,6 +16,7 @@ The probes are part of each run's recorded result, so a rerun reuses them with t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,7 +124,9 @@ def run(out: Path, device: torch.device, *, seeds: int = 3, preset: str = "demo"
             cache.fresh_folder(name)
             return {**fit(config, run_out, device, data=data, quiet=True), **measure(run_out)}
 
-        return cache.run(name, {"config": config, **key}, compute)
+        # the teacher file by its place in ``out``: the recorded runs still match when ``out`` is moved
+        teacher = None if config.teacher is None else Path(config.teacher).relative_to(out).as_posix()
+        return cache.run(name, {"config": dataclasses.replace(config, teacher=teacher), **key}, compute)
 
     per_seed = []
     for seed in range(seeds):
