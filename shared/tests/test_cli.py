@@ -194,3 +194,21 @@ def test_run_repro_parses_sets_up_runs_and_prints(tmp_path, capsys):
     assert calls == [(tmp_path / "r", "cpu", 2, "demo", 4)]
     assert capsys.readouterr().out.startswith("# toy results")
     assert "100% of nothing" in parser.format_help()
+
+
+def test_run_folder_leaves_no_empty_folder_after_a_failure(tmp_path):
+    with pytest.raises(UserError), cli.run_folder(tmp_path / "new", "toy", resume=False) as out:
+        assert out.is_dir()
+        raise UserError("missing data")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(RuntimeError), cli.run_folder(tmp_path / "written", "toy", resume=False) as out:
+        (out / "metrics.jsonl").write_text("{}\n")
+        raise RuntimeError("crash after the first epoch")
+    assert (tmp_path / "written" / "metrics.jsonl").is_file()  # what a run wrote is kept
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(UserError), cli.run_folder(tmp_path / "mine", "toy", resume=False):
+        raise UserError("missing data")
+    assert (tmp_path / "mine").is_dir()  # the user's own folder stays
+    with cli.run_folder(tmp_path / "ok", "toy", resume=False) as out:
+        pass
+    assert out.is_dir()

@@ -121,7 +121,7 @@ def _tiny_cifar(root: Path, kind: str = "cifar10", count: int = 48) -> Path:
     )
 
 
-def test_cifar_pickles_train_lcbooster_with_randaugment(tmp_path):
+def test_cifar_pickles_train_lcbooster_with_randaugment(tmp_path, capsys):
     _tiny_cifar(tmp_path / "data")
     argv = ["--setting", "c10-sym90", "--data", str(tmp_path / "data"), "--preset", "paper", "--epochs", "3"]
     argv += ["--warmup-epochs", "1", "--relabel-epochs", "2", "--batch-size", "8", "--device", "cpu", "--quiet"]
@@ -136,6 +136,30 @@ def test_cifar_pickles_train_lcbooster_with_randaugment(tmp_path):
         0.6,
     )
     assert len(read_metrics(tmp_path / "run" / "metrics.jsonl")) == 3
+    # lcbooster-eval names its own options: --data, never train's --dataset
+    for argv, expected in (
+        ([], "CIFAR-10 needs --data"),
+        (["--data", str(_tiny_cifar(tmp_path / "c100", "cifar100"))], "point --data at a cifar-10-batches-py"),
+    ):
+        message = _error_of(lcli.eval_command, ["--weights", str(tmp_path / "run" / "final.pt"), *argv], capsys)
+        assert expected in message and "--dataset" not in message, message
+
+
+def test_cifar_data_without_a_setting_gets_the_cifar_recipe(tmp_path, caplog):
+    _tiny_cifar(tmp_path / "data", "cifar100")
+
+    def config_of(*argv: str):
+        return lcli.config_from_args(lcli.train_parser().parse_args(["--data", str(tmp_path / "data"), *argv]))
+
+    inferred = config_of("--noise", "sym90", "--preset", "small")
+    assert (inferred.dataset, inferred.model, inferred.views, inferred.epochs) == (
+        "cifar100",
+        "preact_resnet18",
+        "wwss",
+        133,
+    )
+    assert "--data holds cifar100" in caplog.text
+    assert config_of("--dataset", "mnist5k").model == "small_cnn"  # CIFAR-style pickles of another dataset
 
 
 def test_two_process_gloo_training(tmp_path):
@@ -187,6 +211,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
         assert main(command)(argv) == 2, name
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, (name, err)
+    assert not [p.name for p in tmp_path.iterdir() if p.is_dir() and not any(p.iterdir())]  # no empty --out left
     assert "100" in _error_of(
         lcli.train_command, [*FAST, "--noise-file", str(short), "--out", str(tmp_path / "h")], capsys
     )

@@ -116,8 +116,8 @@ def test_wrong_kind_and_missing_folder(cifar10, tmp_path):
     other = tmp_path / "c100"
     write_cifar_pickles(other, _images(5), np.arange(5), _images(2), np.arange(2), kind="cifar100")
     message = _user_error(lambda: load_cifar(other, "cifar10"))
-    assert "holds CIFAR-100 pickles, not CIFAR-10" in message
-    assert "not CIFAR-100" in _user_error(lambda: load_cifar(tmp_path, "cifar100"))
+    assert "holds CIFAR-100 pickles, not the CIFAR-10 of this run" in message
+    assert "not the CIFAR-100 of this run" in _user_error(lambda: load_cifar(tmp_path, "cifar100"))
     assert "not found" in _user_error(lambda: load_cifar(tmp_path / "absent"))
     (tmp_path / "empty").mkdir()
     assert "cifar-10-batches-py" in _user_error(lambda: load_cifar(tmp_path / "empty"))

@@ -140,6 +140,32 @@ def test_correction_uses_softmax_of_averaged_logits_and_scope():
     assert scoped.targets.tolist() == [1, 1, 0]
 
 
+def test_presets_compress_the_cifar_schedule_and_keep_its_recipe():
+    def schedule(config):
+        return config.epochs, config.warmup_epochs, config.relabel_epochs, config.lr_milestones
+
+    paper, small, demo = (build_config("cifar10", "sym90", "lcbooster", p) for p in ("paper", "small", "demo"))
+    assert (schedule(paper), schedule(small), schedule(demo)) == (
+        (300, 10, [101], [150]),
+        (100, 3, [34], [50]),  # correction at 1/3, lr drop at 1/2, as in the paper
+        (20, 1, [7], [10]),
+    )
+    assert (small.lambda_u, small.views, small.strong_aug, small.model) == (50.0, "ww_ws", "rand", "preact_resnet18")
+    c100 = build_config("cifar100", "sym90", "lcbooster", "small")
+    assert (c100.epochs, c100.lr_milestones, c100.lr_warmup_epochs) == (133, [100], 10)
+    assert build_config("cifar10", "sym90", "dividemix", "demo").relabel_epochs == []
+
+
+def test_a_correction_that_can_never_fire_is_refused():
+    with pytest.raises(UserError, match="epoch 101 never fires"):  # the paper's correction in a 50-epoch run
+        build_config("cifar10", "sym90", "lcbooster", "paper", epochs=50)
+    with pytest.raises(UserError, match="never fires"):  # inside the 10 warm-up epochs
+        build_config("digits", "sym90", "lcbooster", "demo", relabel_epochs=[5])
+    assert build_config("cifar10", "sym90", "dividemix", "paper", epochs=50).epochs == 50  # no correction to fire
+    shorter = build_config("digits", "sym90", "lcbooster", "demo", epochs=30)  # the CPU schedule follows --epochs
+    assert (shorter.relabel_epochs, shorter.lr_milestones) == ([18], [18])
+
+
 def test_lr_schedule_milestone_and_warmup():
     config = build_config("cifar10", "sym80", "lcbooster", "paper")
     assert scheduled_lr(config, 150) == pytest.approx(0.02)

@@ -58,8 +58,8 @@ def test_repro_reports_every_method_and_reuses_its_runs(tmp_path, calls, capsys)
 
     again = cli.repro_command(argv)  # every run recorded with this version and configuration: nothing runs
     assert len(calls) == 12 and again["summary"] == results["summary"]
-    cli.repro_command([*argv, "--epochs", "12"])  # another configuration: every run again, in a fresh folder
-    assert len(calls) == 24 and {c[3] for c in calls[12:]} == {12}
+    cli.repro_command([*argv, "--epochs", "30"])  # another configuration: every run again, in a fresh folder
+    assert len(calls) == 24 and {c[3] for c in calls[12:]} == {30}
 
 
 def test_repro_refuses_bad_options(tmp_path, calls):

@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,20 @@ def run_dir(out: Path | None, package: str, resume: bool) -> Path:
     if distributed.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def run_folder(out: Path | None, package: str, resume: bool) -> Iterator[Path]:
+    """:func:`run_dir` around the body of a run: a folder made here is removed again if the run fails
+    before writing anything into it, so a bad option or missing data leaves no empty ``--out`` behind."""
+    made = not resume and (out is None or not Path(out).exists())
+    folder = run_dir(out, package, resume)
+    try:
+        yield folder
+    except BaseException:
+        if made and distributed.is_main_process() and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def write_config(out: Path, args: argparse.Namespace, **extra: Any) -> None:

@@ -75,8 +75,8 @@ def train_command(argv: Sequence[str] | None = None) -> dict:
     config = build_config(args.preset, **{k: v for k, v in options.items() if k != "quiet"})
     device = resolve_device(args.device)
     distributed.init_distributed(device)
-    out = cli.run_dir(args.out, "iformer", args.resume)
-    results = fit(config, out, device, resume=args.resume, info={"preset": args.preset}, quiet=args.quiet)
+    with cli.run_folder(args.out, "iformer", args.resume) as out:  # no empty folder left if it fails
+        results = fit(config, out, device, resume=args.resume, info={"preset": args.preset}, quiet=args.quiet)
     if distributed.is_main_process():
         get_logger().info(
             f"test top-1 {results['test_top1']:.2f}% (best {results['best_test_top1']:.2f}%), "

@@ -71,8 +71,8 @@ def train_command(argv: Sequence[str] | None = None) -> dict:
     )
     device = resolve_device(args.device)
     distributed.init_distributed(device)
-    out = cli.run_dir(args.out, "knowfactor", args.resume)
-    results = fit(config, out, device, resume=args.resume, info={"preset": args.preset}, quiet=args.quiet)
+    with cli.run_folder(args.out, "knowfactor", args.resume) as out:  # no empty folder left if it fails
+        results = fit(config, out, device, resume=args.resume, info={"preset": args.preset}, quiet=args.quiet)
     if distributed.is_main_process():
         shown = ", ".join(f"{t} {a:.2f}%" for t, a in results["tasks"].items())
         get_logger().info(f"test accuracy: {shown} -> {out}")

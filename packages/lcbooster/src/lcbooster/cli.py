@@ -19,7 +19,7 @@ import torch
 
 from lcbooster import bench, repro
 from lcbooster.config import DATASETS, METHODS, PRESETS, SETTINGS, TrainConfig, build_config, parse_noise
-from lcbooster.data import load_images
+from lcbooster.data import cifar_kind, load_images
 from lcbooster.engine import evaluate_file, fit
 from lcbooster.models import MODELS
 from lcbooster.noise import write_noise_file
@@ -38,7 +38,12 @@ def train_parser() -> cli.ArgumentParser:
     )
     parser.add_argument("--method", choices=METHODS, default="lcbooster", help="training method")
     parser.add_argument("--setting", choices=sorted(SETTINGS), default=None, help="shorthand for --dataset + --noise")
-    parser.add_argument("--dataset", choices=DATASETS, default=None, help="dataset (default: mnist5k, or --setting's)")
+    parser.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=None,
+        help="dataset (default: --setting's, the CIFAR kind of --data, else mnist5k)",
+    )
     parser.add_argument("--noise", default=None, help="noise setting sym<percent> or asym<percent> (default: sym80)")
     parser.add_argument("--data", type=Path, default=None, help="CIFAR root (cifar-10-batches-py / cifar-100-python)")
     parser.add_argument("--noise-file", type=Path, default=None, help="noisy labels (.npy (2,N) or DivideMix .json)")
@@ -74,6 +79,12 @@ def train_parser() -> cli.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of ``lcbooster-train``'s options."""
     dataset, noise = SETTINGS[args.setting] if args.setting else (None, None)
+    if args.data is not None and not (args.dataset or dataset):  # CIFAR pickles: the CIFAR recipe, said aloud
+        dataset = cifar_kind(args.data)
+        get_logger().info(
+            f"--data holds {dataset}: the {dataset} recipe ({args.preset} preset); pass --dataset mnist5k or "
+            "digits to read CIFAR-style pickles of another dataset with that recipe"
+        )
     dataset = args.dataset or dataset or "mnist5k"
     noise = parse_noise(args.noise or noise or "sym80")
     relabel = None
@@ -119,16 +130,16 @@ def train_command(argv: Sequence[str] | None = None) -> dict:
     config = config_from_args(args)
     device = resolve_device(args.device)
     distributed.init_distributed(device)
-    out = cli.run_dir(args.out, "lcbooster", args.resume)
-    results = fit(
-        config,
-        out,
-        device,
-        resume=args.resume,
-        info={"preset": args.preset, "setting": args.setting},
-        quiet=args.quiet,
-        progress=not args.no_progress,
-    )
+    with cli.run_folder(args.out, "lcbooster", args.resume) as out:  # no empty folder left if it fails
+        results = fit(
+            config,
+            out,
+            device,
+            resume=args.resume,
+            info={"preset": args.preset, "setting": args.setting},
+            quiet=args.quiet,
+            progress=not args.no_progress,
+        )
     if distributed.is_main_process():
         get_logger().info(
             f"test accuracy: last {results['last']:.2f}%, best {results['best']:.2f}%, weights: {out / 'final.pt'}"

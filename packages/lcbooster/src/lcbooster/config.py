@@ -20,7 +20,8 @@ METHODS = ("ce", "dividemix", "lcbooster")
 NOISE_SETTINGS = ("sym20", "sym50", "sym80", "sym90", "asym40")
 CIFAR = ("cifar10", "cifar100")
 EMBEDDED = ("mnist5k", "digits")
-#: ``paper``: the released recipe (CIFAR only); ``small`` / ``demo``: the embedded schedules (CIFAR: the recipe).
+#: ``paper``: the released recipe (CIFAR only); ``small`` / ``demo``: the embedded schedules, or the CIFAR recipe
+#: on a compressed schedule (:data:`CIFAR_SCHEDULE_SCALE`).
 PRESETS = ("paper", "small", "demo")
 DATASETS = (*CIFAR, *EMBEDDED)
 #: ``--setting`` shorthands: ``c10-<noise>`` / ``c100-<noise>`` -> (dataset, noise); no asymmetric CIFAR-100.
@@ -58,7 +59,7 @@ class TrainConfig:
     alpha: float = 4.0
     relabel_epochs: list[int] = field(default_factory=lambda: [101])
     relabel_threshold: float = 0.8
-    relabel_scope: str = "all"  # or "unlabel": only samples unlabelled under both divisions
+    relabel_scope: str = "all"  # or "unlabel": samples unlabelled in either division (official)
     views: str = "ww_ws"  # "dividemix" (w,w / w,w), "ww_ws" (C10), "wwss" (C100)
     strong_aug: str = "rand"  # "rand" RandAugmentMC(2,10)+Cutout, "auto" AutoAugment CIFAR, "digits", "none"
     pad_mode: str = "reflect"
@@ -156,17 +157,41 @@ EMBEDDED_SCHEDULES = {
 RELABEL_AT = 0.6
 
 
-def _embedded(dataset: str, noise: str, method: str, preset: str) -> dict:
+def _embedded(dataset: str, noise: str, method: str, preset: str, epochs: int | None = None) -> dict:
+    """The CPU schedule; the lr drop and the correction fall at 60% of ``epochs`` (default: the preset's)."""
     values = _paper("cifar10", noise, method)
     schedule = EMBEDDED_SCHEDULES[(dataset, "demo" if preset == "demo" else "small")]
-    epochs = schedule["epochs"]
-    values |= {"rampup_epochs": 5.0, "batch_size": 32, "warmup_batch_size": 64} | schedule
+    epochs = schedule["epochs"] if epochs is None else epochs
+    values |= {"rampup_epochs": 5.0, "batch_size": 32, "warmup_batch_size": 64} | schedule | {"epochs": epochs}
     values |= {"model": "small_cnn", "lr_milestones": [round(0.6 * epochs)], "confidence_penalty": False}
     if method == "lcbooster":
         # the digits strong view (translate + cutout + jitter) hurt at 90% noise on 8x8 digits (README):
         # ww_ws views with a weak second view by default, --strong-aug digits switches it on
         values |= {"relabel_epochs": [round(RELABEL_AT * epochs)], "strong_aug": "none", "pad_mode": "constant"}
     return values
+
+
+#: CIFAR ``small`` / ``demo``: the paper's schedule compressed uniformly (ours): every epoch count (warm-up,
+#: correction, lr drop, λu ramp) times this factor, so the correction still comes at 1/3 and the drop at 1/2.
+CIFAR_SCHEDULE_SCALE = {"paper": 1.0, "small": 1 / 3, "demo": 1 / 15}
+
+
+def _compressed(values: dict, scale: float) -> dict:
+    """The schedule of ``values`` with every epoch count times ``scale`` (at least 1 epoch each)."""
+    if scale == 1.0:
+        return values
+
+    def epochs(count: float) -> int:
+        return max(1, round(count * scale))
+
+    return values | {
+        "epochs": epochs(values.get("epochs", TrainConfig.epochs)),
+        "warmup_epochs": epochs(values.get("warmup_epochs", TrainConfig.warmup_epochs)),
+        "lr_milestones": [epochs(e) for e in values.get("lr_milestones", [150])],
+        "relabel_epochs": [epochs(e) for e in values.get("relabel_epochs", [101])],
+        "lr_warmup_epochs": round(values.get("lr_warmup_epochs", 0) * scale),
+        "rampup_epochs": TrainConfig.rampup_epochs * scale,
+    }
 
 
 def build_config(dataset: str, noise: str, method: str, preset: str, **overrides) -> TrainConfig:
@@ -182,7 +207,10 @@ def build_config(dataset: str, noise: str, method: str, preset: str, **overrides
     parse_noise(noise)
     if noise.startswith("asym") and dataset == "cifar100":
         raise UserError("there is no asymmetric-noise protocol for CIFAR-100: use a sym setting")
-    values = _paper(dataset, noise, method) if dataset in CIFAR else _embedded(dataset, noise, method, preset)
+    if dataset in CIFAR:
+        values = _compressed(_paper(dataset, noise, method), CIFAR_SCHEDULE_SCALE[preset])
+    else:
+        values = _embedded(dataset, noise, method, preset, overrides.get("epochs"))
     values |= {key: value for key, value in overrides.items() if value is not None}
     config = TrainConfig(dataset=dataset, noise=noise, method=method, **values)
     validate(config)
@@ -199,6 +227,12 @@ def validate(config: TrainConfig) -> None:
         raise UserError("--p-threshold and --relabel-threshold must lie in [0, 1]")
     if config.lr <= 0 or config.temperature <= 0 or config.alpha < 0 or config.lambda_u < 0:
         raise UserError("--lr and --temperature must be > 0, --alpha and --lambda-u >= 0")
+    never = [e for e in config.relabel_epochs if not config.warmup_epochs < e <= config.epochs]
+    if config.method == "lcbooster" and never:
+        raise UserError(
+            f"the correction at epoch {', '.join(map(str, never))} never fires: co-training runs epochs "
+            f"{config.warmup_epochs + 1}..{config.epochs}; pass --relabel-epochs within them"
+        )
     if config.relabel_scope not in ("all", "unlabel"):
         raise UserError(f"--relabel-scope must be all or unlabel, not {config.relabel_scope!r}")
     dataset = "cifar10" if config.dataset in EMBEDDED else config.dataset

@@ -166,9 +166,14 @@ def _find_cifar(root: Path, kind: str | None) -> tuple[Path, str]:
             return folder, k
     folder, k = candidates[0]
     raise UserError(
-        f"{folder} holds {_LAYOUTS[k].title} pickles, not {_LAYOUTS[kind].title}: "
-        f"point at a {_LAYOUTS[kind].folder} folder or choose --dataset {k}"
+        f"{folder} holds {_LAYOUTS[k].title} pickles, not the {_LAYOUTS[kind].title} of this run: "
+        f"point --data at a {_LAYOUTS[kind].folder} folder"
     )
+
+
+def cifar_kind(root: str | os.PathLike) -> str:
+    """``cifar10`` or ``cifar100``: what the CIFAR folder at or directly under ``root`` holds."""
+    return _find_cifar(require_path(root, "--data", kind="dir"), None)[1]
 
 
 def _read_meta(path: Path, layout: _Layout) -> tuple[tuple[str, ...], tuple[int, ...], tuple, tuple]:
@@ -363,7 +368,8 @@ def load_images(dataset: str, path: str | os.PathLike | None = None) -> ImageDat
     """
     if dataset in _LAYOUTS:
         if path is None:
-            raise UserError(f"--dataset {dataset} needs --data (the CIFAR python pickles); nothing is downloaded")
+            title = _LAYOUTS[dataset].title
+            raise UserError(f"{title} needs --data (the {title} python pickles); nothing is downloaded")
         return load_cifar(require_path(path, "--data", kind="dir"), kind=dataset)
     if path is not None:
         return dataclasses.replace(load_cifar(require_path(path, "--data", kind="dir")), flip=False)

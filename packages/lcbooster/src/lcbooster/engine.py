@@ -276,8 +276,8 @@ class CoTrainer:
         """LC-Booster's reliable label correction: both nets, averaged logits, hard overwrite at τ (``relabel``)."""
         mean_logits = (self._gathered_logits(self.cores[0]) + self._gathered_logits(self.cores[1])).cpu() / 2
         scope = None
-        if self.config.relabel_scope == "unlabel" and divisions is not None:
-            scope = (~divisions[0] & ~divisions[1]).nonzero().squeeze(1)
+        if self.config.relabel_scope == "unlabel" and divisions is not None:  # unlabelled in either division,
+            scope = (~(divisions[0] & divisions[1])).nonzero().squeeze(1)  # as the official ~(mask1 & mask2)
         result = reliable_label_correction(
             mean_logits, self.targets, self.config.relabel_threshold, scope, self.data.clean_labels
         )

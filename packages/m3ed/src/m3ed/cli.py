@@ -61,8 +61,8 @@ def train_command(argv: Sequence[str] | None = None) -> dict:
     config = build_config(args.preset, **options)
     device = resolve_device(args.device)
     distributed.init_distributed(device)
-    out = cli.run_dir(args.out, "m3ed", args.resume)
-    results = fit(config, out, device, resume=args.resume, info={"preset": args.preset}, quiet=args.quiet)
+    with cli.run_folder(args.out, "m3ed", args.resume) as out:  # no empty folder left if it fails
+        results = fit(config, out, device, resume=args.resume, info={"preset": args.preset}, quiet=args.quiet)
     if distributed.is_main_process():
         get_logger().info(
             f"best val WF1 {results['val_weighted_f1']:.2f} at epoch {results['best_epoch']}: "

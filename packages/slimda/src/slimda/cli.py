@@ -173,16 +173,16 @@ def train_command(argv: Sequence[str] | None = None) -> dict:
     config = config_from_args(args)
     device = resolve_device(args.device)
     distributed.init_distributed(device)
-    out = cli.run_dir(args.out, "slimda", args.resume)
-    results = fit(
-        config,
-        out,
-        device,
-        resume=args.resume,
-        info={"preset": args.preset},
-        quiet=args.quiet,
-        progress=None if args.no_progress else "slimda-train",
-    )
+    with cli.run_folder(args.out, "slimda", args.resume) as out:  # no empty folder left if it fails
+        results = fit(
+            config,
+            out,
+            device,
+            resume=args.resume,
+            info={"preset": args.preset},
+            quiet=args.quiet,
+            progress=None if args.no_progress else "slimda-train",
+        )
     if distributed.is_main_process() and not args.quiet:
         heads = ("ct", "cs", "ca", "folded")
         rows = [[w, *(f"{acc[h]:.2f}" for h in heads)] for w, acc in results["accuracy"].items()]
