@@ -144,6 +144,14 @@ def latest(directory: str | os.PathLike) -> Path | None:
     return max(found)[1] if found else None
 
 
+def resume_checkpoint(directory: str | os.PathLike) -> Path:
+    """The checkpoint ``--resume`` continues from (:func:`latest`); none is a one-line UserError."""
+    found = latest(directory)
+    if found is None:
+        raise UserError(f"--resume: no checkpoint in {directory}; run without --resume to start it")
+    return found
+
+
 def save_training_checkpoint(directory: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 2) -> None:
     """Save ``state`` as the checkpoint of ``step`` in ``directory`` and keep only the ``keep`` newest."""
     save_checkpoint(checkpoint_path(directory, step), state)

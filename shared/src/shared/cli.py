@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from shared import distributed
-from shared.checkpoint import latest, save_json
+from shared.checkpoint import latest, resume_checkpoint, save_json
 from shared.device import resolve_device
 from shared.errors import UserError
 
@@ -179,8 +179,7 @@ def run_dir(out: Path | None, package: str, resume: bool) -> Path:
         out = root / time.strftime("%Y%m%d-%H%M%S")
     out = Path(out)
     if resume:
-        if latest(out) is None:
-            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start it")
+        resume_checkpoint(out)
     elif latest(out) is not None or (out / "results.json").exists():
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if distributed.is_main_process():

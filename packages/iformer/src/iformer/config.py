@@ -9,7 +9,7 @@ clipping) fill whatever the preset and the user leave unset.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +144,3 @@ def check(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-
-
-def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy of ``config`` with ``changes``, checked."""
-    config = replace(config, **changes)
-    check(config)
-    return config

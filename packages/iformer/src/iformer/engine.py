@@ -208,9 +208,7 @@ def fit(
     meta |= {"model_kwargs": config.model_kwargs} if config.model_kwargs else {}
     start_epoch, best = 0, 0.0
     if resume:
-        latest = checkpoint.latest(out)
-        if latest is None:
-            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start it")
+        latest = checkpoint.resume_checkpoint(out)
         state = checkpoint.restore_training_state(checkpoint.load_checkpoint(latest), model, optimizer, scaler=scaler)
         start_epoch, best = state["epoch"], state["extra"]["best_top1"]
         log.info(f"resumed from {latest} at epoch {start_epoch}")

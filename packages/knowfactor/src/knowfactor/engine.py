@@ -239,9 +239,7 @@ def fit(
     milestones = [round(m * config.epochs / recipe.epochs) for m in recipe.milestones]
     start = 0
     if resume:
-        latest = checkpoint.latest(out)
-        if latest is None:
-            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start it")
+        latest = checkpoint.resume_checkpoint(out)
         state = checkpoint.restore_training_state(checkpoint.load_checkpoint(latest), core, optimizer, scaler=scaler)
         start = state["epoch"]
     elif distributed.is_main_process():

@@ -180,17 +180,18 @@ def _compressed(values: dict, scale: float) -> dict:
     """The schedule of ``values`` with every epoch count times ``scale`` (at least 1 epoch each)."""
     if scale == 1.0:
         return values
+    base = TrainConfig(**values)
 
     def epochs(count: float) -> int:
         return max(1, round(count * scale))
 
     return values | {
-        "epochs": epochs(values.get("epochs", TrainConfig.epochs)),
-        "warmup_epochs": epochs(values.get("warmup_epochs", TrainConfig.warmup_epochs)),
-        "lr_milestones": [epochs(e) for e in values.get("lr_milestones", [150])],
-        "relabel_epochs": [epochs(e) for e in values.get("relabel_epochs", [101])],
-        "lr_warmup_epochs": round(values.get("lr_warmup_epochs", 0) * scale),
-        "rampup_epochs": TrainConfig.rampup_epochs * scale,
+        "epochs": epochs(base.epochs),
+        "warmup_epochs": epochs(base.warmup_epochs),
+        "lr_milestones": [epochs(e) for e in base.lr_milestones],
+        "relabel_epochs": [epochs(e) for e in base.relabel_epochs],
+        "lr_warmup_epochs": round(base.lr_warmup_epochs * scale),
+        "rampup_epochs": base.rampup_epochs * scale,
     }
 
 

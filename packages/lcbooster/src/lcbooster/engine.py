@@ -401,9 +401,7 @@ def fit(
     ``quiet`` drops the per-epoch log lines, ``progress=False`` the progress bars.
     """
     out = Path(out)
-    latest = checkpoint.latest(out) if resume else None
-    if resume and latest is None:
-        raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start it")
+    latest = checkpoint.resume_checkpoint(out) if resume else None
     if distributed.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
     log = get_logger()

@@ -187,9 +187,7 @@ def fit(
     meta.update({"input_dims": dims, "overrides": overrides})
     start, best = 0, {"val": None, "test": None, "epoch": 0, "state": None}
     if resume:
-        latest = checkpoint.latest(out)
-        if latest is None:
-            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start it")
+        latest = checkpoint.resume_checkpoint(out)
         state = checkpoint.restore_training_state(
             checkpoint.load_checkpoint(latest), model, optimizer, scheduler, scaler
         )

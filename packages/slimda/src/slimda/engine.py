@@ -380,9 +380,7 @@ def fit(
     run = {"num_classes": source.num_classes, "classes": source.classes, "source": source.name, "target": target.name}
     start = 0
     if resume:
-        latest = checkpoint.latest(out)
-        if latest is None:
-            raise UserError(f"--resume: no checkpoint in {out}; run without --resume to start it")
+        latest = checkpoint.resume_checkpoint(out)
         saved = checkpoint.load_checkpoint(latest)
         start = checkpoint.restore_training_state(saved, bank, trainer.optimizer, scaler=trainer.scaler)["step"]
     elif distributed.is_main_process():
