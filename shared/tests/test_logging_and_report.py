@@ -1,13 +1,22 @@
 import dataclasses
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from shared.logging import MetricsWriter, Progress, get_logger, read_metrics
-from shared.report import format_mean_std, markdown_table, mean_std, write_results
+from shared.report import (
+    format_ci95,
+    format_mean_std,
+    markdown_table,
+    mean_ci95,
+    mean_std,
+    t_quantile_975,
+    write_results,
+)
 
 
 def test_metrics_jsonl(tmp_path):
@@ -132,6 +141,18 @@ def test_run_cache_reuses_only_the_same_version_and_configuration(tmp_path):
     assert cache.fresh_folder("c") == tmp_path / "runs" / "c" and not any(folder.iterdir())
 
 
+def test_t_intervals_match_scipy_and_a_hand_computed_interval():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 4, 9, 29, 30, 31, 45, 200):
+        assert t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-3 if df <= 30 else 1e-4)
+    # mean 2, sd 1, n 3: half-width 4.303 / sqrt(3) = 2.4843
+    assert mean_ci95([1.0, 2.0, 3.0]) == pytest.approx((2.0, 2.0 - 2.4843, 2.0 + 2.4843), abs=1e-4)
+    assert format_ci95([1.0, 2.0, 3.0]) == "+2.00 [-0.48, +4.48]" and format_ci95([-1.5]) == "-1.50"
+    assert math.isnan(mean_ci95([4.0])[1])
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
 def test_figures_and_results_markdown(tmp_path):
     pytest.importorskip("matplotlib")
     from shared.report import plot_bars, plot_lines
@@ -146,7 +167,10 @@ def test_figures_and_results_markdown(tmp_path):
     lines = plot_lines(
         tmp_path / "lines.png", [0.5, 0.8], {"ours": [[1.0], [2.0, 2.5]]}, xlabel="x", ylabel="y", title="t"
     )
-    for figure in (bars, lines):
+    intervals = plot_bars(
+        tmp_path / "ci.png", ["a"], {"d": [[-1.0, 2.0, 0.5]]}, ylabel="difference", title="t", interval=True
+    )
+    for figure in (bars, lines, intervals):
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = write_results(tmp_path, title="Toy", table="| a |", headline="h", results={}, figure=bars)
     assert "![Toy](bars.png)" in md.read_text()

@@ -8,9 +8,10 @@ import torch
 
 from lcbooster.config import build_config
 from lcbooster.data import load_embedded
-from lcbooster.engine import CoTrainer, TrainData, make_views
+from lcbooster.engine import CoTrainer, TrainData, make_views, summarise
 from lcbooster.models import build_model
 from lcbooster.noise import symmetric_noise
+from shared.logging import MetricsWriter
 
 COUNT = 200
 
@@ -176,7 +177,7 @@ def test_eval_bn_switch_keeps_running_stats_during_guessing(digits):
 def test_config_dataclass_replace_keeps_validation_fields(digits):
     config = build_config("digits", "sym80", "lcbooster", "demo")
     assert dataclasses.replace(config, lambda_u=0.0).lambda_u == 0.0
-    assert config.relabel_epochs == [round(0.6 * config.epochs)] == [24]
+    assert dataclasses.replace(config, epochs=50).relabel_epochs == config.relabel_epochs
 
 
 @pytest.mark.gpu
@@ -207,3 +208,21 @@ def test_the_strong_view_follows_the_configuration(digits):
 
     assert torch.equal(plain.strong(images, generator=seeded()), plain.weak(images, generator=seeded()))
     assert not torch.equal(strong.strong(images, generator=seeded()), plain.strong(images, generator=seeded()))
+
+
+def test_labelled_set_after_the_correction_is_read_once_the_averaging_window_has_passed(tmp_path):
+    """At 90% noise the GMM averages 5 epochs of losses: 'after' is the division of epoch c + 5, not c + 1."""
+    config = build_config("digits", "sym90", "lcbooster", "demo")
+    correction = {"relabel_overwritten": 9, "relabel_changed": 7, "relabel_accuracy": 1.0}
+    correction |= {"label_accuracy_before": 0.2, "label_accuracy_after": 0.5}
+    correction |= {"correct_per_class_before": [3, 4], "correct_per_class_after": [9, 4]}
+    writer = MetricsWriter(tmp_path / "metrics.jsonl")
+    for epoch in range(1, config.epochs + 1):
+        record = {"epoch": epoch, "test_acc": 50.0, "best": 50.0, "last5": 50.0}
+        record |= {"n_labeled_1": 10 * epoch, "n_labeled_2": 10 * epoch + 2}
+        record |= {"labeled_precision_1": epoch / 100, "labeled_precision_2": epoch / 100}
+        writer.write(record | (correction if epoch == 19 else {}))
+    summary = summarise(config, tmp_path, 1.0)["correction"]
+    assert (summary["epoch"], summary["settled_epoch"], summary["n_labeled_before"]) == (19, 24, 191)
+    assert (summary["n_labeled_after"], summary["labeled_precision_after"]) == (241, pytest.approx(0.24))
+    assert summary["correct_per_class_after"] == [9, 4]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lcbooster.config import build_config
+from lcbooster.config import LR_DROP_AT, RELABEL_AT, build_config, embedded_epoch
 from lcbooster.correction import reliable_label_correction
 from lcbooster.engine import scheduled_lr
 from lcbooster.losses import (
@@ -128,6 +128,11 @@ def test_correction_changes_exactly_the_confident_samples():
     expected = (result.targets[confident] == clean[confident]).float().mean().item()
     assert result.relabel_accuracy == pytest.approx(expected)
     assert result.label_accuracy_before == pytest.approx((targets == clean).float().mean().item())
+    for labels, counts in (
+        (targets, result.correct_per_class_before),
+        (result.targets, result.correct_per_class_after),
+    ):
+        assert counts == [int(((labels == clean) & (clean == c)).sum()) for c in range(5)]
 
 
 def test_correction_uses_softmax_of_averaged_logits_and_scope():
@@ -163,7 +168,23 @@ def test_a_correction_that_can_never_fire_is_refused():
         build_config("digits", "sym90", "lcbooster", "demo", relabel_epochs=[5])
     assert build_config("cifar10", "sym90", "dividemix", "paper", epochs=50).epochs == 50  # no correction to fire
     shorter = build_config("digits", "sym90", "lcbooster", "demo", epochs=30)  # the CPU schedule follows --epochs
-    assert (shorter.relabel_epochs, shorter.lr_milestones) == ([18], [18])
+    assert (shorter.relabel_epochs, shorter.lr_milestones) == ([16], [20])
+
+
+def test_embedded_schedules_keep_the_papers_places_for_correction_and_lr_drop():
+    """Epoch 101 and the drop after 151 of 300 (warm-up 10): 91/290 and 141/290 of the co-training epochs."""
+    assert embedded_epoch(RELABEL_AT, 10, 300) == 101 and embedded_epoch(LR_DROP_AT, 10, 300) == 151
+
+    def places(dataset, preset, **overrides):
+        config = build_config(dataset, "sym90", "lcbooster", preset, **overrides)
+        return config.warmup_epochs, config.relabel_epochs, config.lr_milestones, config.epochs, config.strong_aug
+
+    assert places("digits", "demo") == (10, [19], [25], 40, "digits")
+    assert places("digits", "small") == (10, [29], [39], 70, "digits")
+    assert places("mnist5k", "demo") == (5, [10], [12], 20, "digits")
+    assert places("digits", "small", warmup_epochs=20) == (20, [36], [44], 70, "digits")  # a longer warm-up
+    dividemix = build_config("digits", "sym90", "dividemix", "small")
+    assert (dividemix.relabel_epochs, dividemix.lr_milestones, dividemix.views) == ([], [39], "dividemix")
 
 
 def test_lr_schedule_milestone_and_warmup():

@@ -31,6 +31,38 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+#: Student's t quantile t_{0.975, df} for df = 1..30 (beyond: the Cornish-Fisher expansion, within 1e-4).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131)
+_T975 += (2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile_975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (two-sided 95% intervals)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and the two-sided 95% Student-t interval of the mean, (mean, low, high); nan bounds for one value."""
+    mean, std = mean_std(values)
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = t_quantile_975(len(values) - 1) * std / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def format_ci95(values: Sequence[float], digits: int = 2) -> str:
+    """``"-2.08 [-7.77, +3.60]"``: the signed mean and its 95% interval (only the mean for one value)."""
+    mean, low, high = mean_ci95(values)
+    if math.isnan(low):
+        return f"{mean:+.{digits}f}"
+    return f"{mean:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
 def format_mean_std(values: Sequence[float], digits: int = 2, scale: float = 1.0) -> str:
     """``"97.31 ± 0.42"`` (only the mean for one value); ``scale=100`` turns fractions into %."""
     mean, std = mean_std([v * scale for v in values])
@@ -143,8 +175,10 @@ def plot_bars(
     *,
     ylabel: str,
     title: str,
+    interval: bool = False,
 ) -> Path | None:
     """Grouped bars, mean ± std over seeds: ``series[name][i]`` holds the per-seed values of ``categories[i]``.
+    ``interval`` draws the 95% t-interval of the mean instead of ± std (for paired differences; a zero line too).
 
     Returns the PNG written, or None when matplotlib is not installed.
     """
@@ -156,7 +190,7 @@ def plot_bars(
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(categories) * max(1, len(series)) ** 0.5), 3.6))
     lows, highs = [], []
     for k, (name, values) in enumerate(series.items()):
-        stats = [mean_std(v) for v in values]
+        stats = [_interval(v) if interval else mean_std(v) for v in values]
         positions = [i + (k - (len(series) - 1) / 2) * width for i in range(len(categories))]
         ax.bar(positions, [m for m, _ in stats], width, yerr=[s for _, s in stats], capsize=3, label=name)
         lows += [m - s for m, s in stats]
@@ -165,8 +199,16 @@ def plot_bars(
     low, high = min(lows), max(highs)
     pad = max(0.15 * (high - low), 0.01 * abs(high), 1e-6)  # the differences fill the axis; bars start below
     ax.set_ylim(max(0.0, low - pad) if low >= 0 else low - pad, high + pad)
+    if interval:
+        ax.axhline(0.0, color="black", linewidth=0.8)
     _finish(fig, ax, ylabel, title, legend=len(series) > 1)
     return _save(fig, path)
+
+
+def _interval(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, half-width of the 95% interval; 0 for one value)."""
+    mean, low, _ = mean_ci95(values)
+    return mean, 0.0 if math.isnan(low) else mean - low
 
 
 def plot_lines(

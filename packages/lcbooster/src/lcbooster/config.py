@@ -143,31 +143,38 @@ def _paper(dataset: str, noise: str, method: str) -> dict:
     return values
 
 
-# CPU schedules on the embedded data: the same algorithm, fewer and shorter epochs. The correction comes
-# at 60% of training, just before the lr drop: in the paper (epoch 101 of 300) it comes once DivideMix is
-# already good; at 40% the digits nets were still weak at 90% noise and the correction hurt 2 of 3 seeds
-# (README). MNIST-5k's demo is shorter than the digits' (2.8x
-# the images per epoch) so that ``lcbooster-train`` stays minutes.
+# CPU schedules on the embedded data: the same algorithm, fewer and shorter epochs. The correction and the lr
+# drop keep the paper's places within the co-training phase (epochs 11..300): the correction after 91 of its 290
+# epochs (epoch 101), the drop after 141 (epoch 151), so about a sixth of the co-training epochs separate them
+# and half of them follow the drop. MNIST-5k's demo is shorter than the digits' (2.8x the images per epoch) so
+# that ``lcbooster-train`` stays minutes.
 EMBEDDED_SCHEDULES = {
     ("digits", "demo"): {"warmup_epochs": 10, "epochs": 40},
     ("mnist5k", "demo"): {"warmup_epochs": 5, "epochs": 20},
     ("digits", "small"): {"warmup_epochs": 10, "epochs": 70, "rampup_epochs": 16.0},
     ("mnist5k", "small"): {"warmup_epochs": 10, "epochs": 40, "rampup_epochs": 16.0},
 }
-RELABEL_AT = 0.6
+#: Where the correction and the lr drop fall, as fractions of the co-training epochs (the paper's 91/290, 141/290).
+RELABEL_AT, LR_DROP_AT = 91 / 290, 141 / 290
 
 
-def _embedded(dataset: str, noise: str, method: str, preset: str, epochs: int | None = None) -> dict:
-    """The CPU schedule; the lr drop and the correction fall at 60% of ``epochs`` (default: the preset's)."""
+def embedded_epoch(fraction: float, warmup_epochs: int, epochs: int) -> int:
+    """The epoch ``fraction`` of the way through co-training (epochs ``warmup_epochs + 1 .. epochs``), >= 1 in."""
+    return warmup_epochs + max(1, round(fraction * (epochs - warmup_epochs)))
+
+
+def _embedded(dataset: str, noise: str, method: str, preset: str, epochs: int | None, warmup: int | None) -> dict:
+    """The CPU schedule of ``epochs`` (default: the preset's): correction and lr drop at the paper's places."""
     values = _paper("cifar10", noise, method)
     schedule = EMBEDDED_SCHEDULES[(dataset, "demo" if preset == "demo" else "small")]
     epochs = schedule["epochs"] if epochs is None else epochs
-    values |= {"rampup_epochs": 5.0, "batch_size": 32, "warmup_batch_size": 64} | schedule | {"epochs": epochs}
-    values |= {"model": "small_cnn", "lr_milestones": [round(0.6 * epochs)], "confidence_penalty": False}
-    if method == "lcbooster":
-        # the digits strong view (translate + cutout + jitter) hurt at 90% noise on 8x8 digits (README):
-        # ww_ws views with a weak second view by default, --strong-aug digits switches it on
-        values |= {"relabel_epochs": [round(RELABEL_AT * epochs)], "strong_aug": "none", "pad_mode": "constant"}
+    warmup = schedule["warmup_epochs"] if warmup is None else warmup
+    values |= {"rampup_epochs": 5.0, "batch_size": 32, "warmup_batch_size": 64} | schedule
+    values |= {"epochs": epochs, "warmup_epochs": warmup, "model": "small_cnn", "confidence_penalty": False}
+    values["lr_milestones"] = [embedded_epoch(LR_DROP_AT, warmup, epochs)]
+    if method == "lcbooster":  # the paper's weak/strong views: translate + cutout + jitter for 8x8 / 28x28 digits
+        values |= {"relabel_epochs": [embedded_epoch(RELABEL_AT, warmup, epochs)], "strong_aug": "digits"}
+        values["pad_mode"] = "constant"
     return values
 
 
@@ -211,7 +218,7 @@ def build_config(dataset: str, noise: str, method: str, preset: str, **overrides
     if dataset in CIFAR:
         values = _compressed(_paper(dataset, noise, method), CIFAR_SCHEDULE_SCALE[preset])
     else:
-        values = _embedded(dataset, noise, method, preset, overrides.get("epochs"))
+        values = _embedded(dataset, noise, method, preset, overrides.get("epochs"), overrides.get("warmup_epochs"))
     values |= {key: value for key, value in overrides.items() if value is not None}
     config = TrainConfig(dataset=dataset, noise=noise, method=method, **values)
     validate(config)

@@ -21,6 +21,8 @@ class CorrectionResult:
     relabel_accuracy: float | None  # accuracy of the overwritten labels against the truth
     label_accuracy_before: float | None
     label_accuracy_after: float | None
+    correct_per_class_before: list[int] | None = None  # correct labels of each true class
+    correct_per_class_after: list[int] | None = None
 
     @property
     def count(self) -> int:
@@ -33,6 +35,8 @@ class CorrectionResult:
             "relabel_accuracy": self.relabel_accuracy,
             "label_accuracy_before": self.label_accuracy_before,
             "label_accuracy_after": self.label_accuracy_after,
+            "correct_per_class_before": self.correct_per_class_before,
+            "correct_per_class_after": self.correct_per_class_after,
         }
 
 
@@ -64,8 +68,14 @@ def reliable_label_correction(
         relabel_accuracy=accuracy,
         label_accuracy_before=None if clean is None else _accuracy(targets, clean),
         label_accuracy_after=None if clean is None else _accuracy(corrected, clean),
+        correct_per_class_before=None if clean is None else _correct_per_class(targets, clean, probs.shape[1]),
+        correct_per_class_after=None if clean is None else _correct_per_class(corrected, clean, probs.shape[1]),
     )
 
 
 def _accuracy(labels: torch.Tensor, truth: torch.Tensor) -> float | None:
     return float((labels == truth).float().mean()) if len(labels) else None
+
+
+def _correct_per_class(labels: torch.Tensor, truth: torch.Tensor, classes: int) -> list[int]:
+    return torch.bincount(truth[labels == truth], minlength=classes).tolist()

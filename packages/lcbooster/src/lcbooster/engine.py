@@ -464,7 +464,9 @@ def _plain(config: TrainConfig) -> dict:
 
 
 def summarise(config: TrainConfig, out: Path, seconds: float) -> dict:
-    """Last / best / last-5 test accuracy, and the labelled set and label precision around the correction."""
+    """Last / best / last-5 test accuracy, and around the correction (epoch c): the label accuracy, the correct labels
+    per class, and the labelled set (size, precision) of the division at c and at c + ``gmm_avg_last``, once the
+    averaged loss history holds only post-correction losses."""
     records = read_metrics(out / "metrics.jsonl")
     last = records[-1]
     results = {
@@ -480,18 +482,22 @@ def summarise(config: TrainConfig, out: Path, seconds: float) -> dict:
     corrected = [r for r in records if "relabel_overwritten" in r]
     if corrected:
         at = corrected[0]
-        after = next((r for r in records if r["epoch"] == at["epoch"] + 1), None)
+        # the division of epoch c + 5 is the first made from post-correction losses only (5-epoch average)
+        settled = next((r for r in records if r["epoch"] == at["epoch"] + config.gmm_avg_last), None)
         results["correction"] = {
             "epoch": at["epoch"],
+            "settled_epoch": settled["epoch"] if settled else None,
             "overwritten": at["relabel_overwritten"],
             "changed": at["relabel_changed"],
             "relabel_accuracy": at["relabel_accuracy"],
             "label_accuracy_before": at["label_accuracy_before"],
             "label_accuracy_after": at["label_accuracy_after"],
+            "correct_per_class_before": at.get("correct_per_class_before"),
+            "correct_per_class_after": at.get("correct_per_class_after"),
             "n_labeled_before": _mean_pair(at, "n_labeled"),
             "labeled_precision_before": _mean_pair(at, "labeled_precision"),
-            "n_labeled_after": _mean_pair(after, "n_labeled") if after else None,
-            "labeled_precision_after": _mean_pair(after, "labeled_precision") if after else None,
+            "n_labeled_after": _mean_pair(settled, "n_labeled") if settled else None,
+            "labeled_precision_after": _mean_pair(settled, "labeled_precision") if settled else None,
         }
     return results
 
