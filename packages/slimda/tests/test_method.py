@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from shared.errors import UserError
 from slimda.config import build_config
-from slimda.engine import BatchStream, Trainer, step_losses
+from slimda.engine import BatchStream, Trainer, seed_weight, step_losses
 from slimda.losses import (
     ensemble_target,
     folded_entropy,
@@ -82,6 +82,21 @@ def test_seed_loss_is_a_tempered_kl():
     assert seed_loss(teacher, torch.randn(5, 4), 1.0).item() >= 0
 
 
+def test_teacher_and_student_are_tempered_alike_at_t2():
+    """L_seed at T = 2 against a hand computation: teacher π = (0.7, 0.2, 0.1), student logits (1, 0, -1)."""
+    teacher = ensemble_target([torch.tensor([[0.7, 0.2, 0.1]])], temperature=2.0)
+    roots = [math.sqrt(0.7), math.sqrt(0.2), math.sqrt(0.1)]  # π^{1/2}, normalised
+    p = [r / sum(roots) for r in roots]
+    exps = [math.exp(0.5), 1.0, math.exp(-0.5)]  # softmax((1, 0, -1) / 2)
+    q = [e / sum(exps) for e in exps]
+    hand = 4.0 * sum(pk * math.log(pk / qk) for pk, qk in zip(p, q, strict=True))
+    assert hand == pytest.approx(0.0075505, rel=1e-4)
+    torch.testing.assert_close(teacher, torch.tensor([p]))
+    assert seed_loss(teacher, torch.tensor([[1.0, 0.0, -1.0]]), 2.0).item() == pytest.approx(hand, rel=1e-4)
+    untempered = ensemble_target([torch.tensor([[0.7, 0.2, 0.1]])])
+    assert seed_loss(untempered, torch.tensor([[1.0, 0.0, -1.0]]), 2.0).item() != pytest.approx(hand, rel=1e-2)
+
+
 def test_seed_teacher_is_the_detached_mean():
     preds = [torch.softmax(torch.randn(3, 4, requires_grad=True), 1) for _ in range(3)]
     teacher = ensemble_target(preds)
@@ -148,6 +163,60 @@ def test_total_gradient_is_the_sum_of_the_routed_parts():
     assert total.keys() == summed.keys()
     for name in total:
         torch.testing.assert_close(total[name], summed[name])
+
+
+@pytest.mark.parametrize("bn_forward", ["separate", "joint"])
+def test_separate_forwards_give_each_domain_its_own_batch_statistics(bn_forward):
+    """With ``separate`` (SymNets) each domain leaves the first BN normalised by its own statistics: the same mean
+    (β) per channel in both. With ``joint`` the shifted target batch shares the source's statistics and keeps its
+    shift."""
+    bank, x_s, y_s, x_t = _bank_and_batch()
+    x_t = x_t + 3.0  # a domain shift the joint batch statistics average away
+    config = build_config("demo", "mnist-digits", bn_forward=bn_forward)
+    first_bn = next(m for m in bank.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    outputs = []
+    # cloned: the ReLU after it works in place
+    hook = first_bn.register_forward_hook(lambda module, inputs, output: outputs.append(output.detach().clone()))
+    bank.train()
+    step_losses(bank, config, x_s, y_s, x_t, 0.5, torch.softmax(torch.randn(6, 4), 1))
+    hook.remove()
+    rows = torch.cat(outputs)
+    source_mean, target_mean = rows[: len(x_s)].mean(dim=(0, 2, 3)), rows[len(x_s) :].mean(dim=(0, 2, 3))
+    gap = (target_mean - source_mean).abs().max().item()  # both β per channel when each has its own statistics
+    assert [len(o) for o in outputs] == ([6, 6] if bn_forward == "separate" else [12])
+    assert (gap < 1e-4) == (bn_forward == "separate")
+
+
+def test_the_separate_teacher_reads_the_target_batch_alone():
+    bank, x_s, _, x_t = _bank_and_batch(2)
+    config = build_config("demo", "mnist-digits", bn_forward="separate", seed_temperature=2.0, batch_size=4)
+    trainer = Trainer(
+        config,
+        bank,
+        torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
+        torch.zeros(4).long(),
+        torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
+        torch.device("cpu"),
+    )
+    arch = bank.parse_arch("0.5-0.75-0.25-1")
+    bank.train()
+    teacher = trainer.teacher([arch], x_s, x_t)
+    alone = knowledge(bank.set_arch(arch)(x_t), config.seed_source_head)
+    torch.testing.assert_close(teacher, ensemble_target([alone], 2.0))
+
+
+def test_the_seed_ramp_starts_at_zero_and_the_detach_control_keeps_seed_out_of_the_backbone():
+    ramped = build_config("demo", "mnist-digits", seed_ramp="lambda", seed_weight=2.0)
+    assert seed_weight(ramped, lambda_schedule(0.0)) == 0.0  # the first adaptation step
+    assert seed_weight(ramped, lambda_schedule(0.5)) == pytest.approx(2.0 * lambda_schedule(0.5))
+    assert seed_weight(build_config("demo", "mnist-digits", seed_weight=2.0), 0.0) == 2.0
+    bank, x_s, y_s, x_t = _bank_and_batch()
+    teacher = torch.softmax(torch.randn(6, 4), 1)
+    losses = step_losses(bank, ramped, x_s, y_s, x_t, 0.0, teacher)
+    assert losses.seed.item() > 0 and losses.total.item() == pytest.approx((losses.classifier + losses.feature).item())
+    detached = build_config("demo", "mnist-digits", seed_detach_features=True)
+    losses = step_losses(bank, detached, x_s, y_s, x_t, 0.5, teacher)
+    assert _grads(bank, losses.seed) == {"backbone": False, "fc": False, "fc_aux": True}
 
 
 def test_source_only_trains_backbone_and_cs_only():
@@ -247,3 +316,13 @@ def test_knowledge_heads():
     torch.testing.assert_close(knowledge(out, "folded"), out.folded)
     with pytest.raises(UserError, match="unknown knowledge head"):
         knowledge(out, "x")
+
+
+def test_the_new_switches_refuse_impossible_values():
+    for bad, message in (
+        ({"bn_forward": "mixed"}, "--bn-forward"),
+        ({"seed_ramp": "linear"}, "--seed-ramp"),
+        ({"seed_temperature": 0.0}, "--seed-temperature"),
+    ):
+        with pytest.raises(UserError, match=message):
+            build_config("demo", "mnist-digits", **bad)

@@ -89,6 +89,19 @@ def train_parser() -> cli.ArgumentParser:
     hyper.add_argument("--no-seed", action="store_true", help="ablation: no SEED (same as --method symnets)")
     hyper.add_argument("--no-ostc", action="store_true", help="ablation: SEED through Ct, no Ca (bi-classifier)")
     hyper.add_argument("--aux-source-ce", type=float, default=None, help="γ, source CE on Ca (default 0) [U]")
+    hyper.add_argument(
+        "--bn-forward",
+        choices=("joint", "separate"),
+        default=None,
+        help="source and target in one forward (joint) or each in its own, with its own BN statistics "
+        "(separate, as SymNets) (default joint)",
+    )
+    hyper.add_argument(
+        "--seed-ramp", choices=("none", "lambda"), default=None, help="β constant, or ramped by λ_p (default none)"
+    )
+    hyper.add_argument(
+        "--seed-detach-features", action="store_true", help="control: SEED trains its head only, not the backbone"
+    )
     hyper.add_argument("--no-entropy-min", action="store_true", help="SymNets' no_em ablation")
     hyper.add_argument("--train-space", choices=SPACES, default=None, help="space of the random archs (stagewise)")
     hyper.add_argument("--no-sandwich", action="store_true", help="random archs only (no largest/smallest) [U]")
@@ -149,6 +162,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "seed_on_source": True if args.seed_on_source else None,
         "ostc": False if args.no_ostc else None,
         "aux_source_ce": args.aux_source_ce,
+        "bn_forward": args.bn_forward,
+        "seed_ramp": args.seed_ramp,
+        "seed_detach_features": True if args.seed_detach_features else None,
         "entropy_min": False if args.no_entropy_min else None,
         "train_space": args.train_space,
         "sandwich": False if args.no_sandwich else None,

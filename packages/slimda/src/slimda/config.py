@@ -22,6 +22,8 @@ HEADS = ("auto", "ct", "cs", "ca", "folded")
 
 RESNET_GRID = (0.11, 0.125, 0.1875, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 SLIMCNN_GRID = (0.25, 0.5, 0.75, 1.0)
+BN_FORWARDS = ("joint", "separate")
+SEED_RAMPS = ("none", "lambda")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class TrainConfig:
     seed_on_source: bool = False
     ostc: bool = True  # False: SEED through Ct (the "bi-classifier" ablation)
     aux_source_ce: float = 0.0  # γ, source CE on Ca (unverified)
+    bn_forward: str = "joint"  # "separate": source and target through their own forwards (SymNets), own BN stats
+    seed_ramp: str = "none"  # "lambda": β·λ_p, SymNets' ramp of its target terms (0 when adaptation starts)
+    seed_detach_features: bool = False  # attribution control: SEED trains Ca only, not the backbone
     entropy_min: bool = True  # False: SymNets' no_em ablation
     train_space: str = "stagewise"
     sandwich: bool = True
@@ -94,6 +99,12 @@ class TrainConfig:
             raise UserError(f"--warmup-fraction {self.warmup_fraction} must lie in [0, 1)")
         if self.eval_head not in HEADS:
             raise UserError(f"unknown head {self.eval_head!r}: choose from {HEADS}")
+        if self.bn_forward not in BN_FORWARDS:
+            raise UserError(f"--bn-forward {self.bn_forward!r}: choose from {', '.join(BN_FORWARDS)}")
+        if self.seed_ramp not in SEED_RAMPS:
+            raise UserError(f"--seed-ramp {self.seed_ramp!r}: choose from {', '.join(SEED_RAMPS)}")
+        if self.seed_temperature <= 0:
+            raise UserError(f"--seed-temperature {self.seed_temperature} must be > 0")
         if self.bn_calib_domain not in ("target", "source", "both"):
             raise UserError(f"--bn-calib-domain {self.bn_calib_domain!r}: choose target, source or both")
         return self

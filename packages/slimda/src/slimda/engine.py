@@ -117,7 +117,10 @@ def step_losses(
             loss = loss + F.cross_entropy(z[:, k:], y_source) + F.cross_entropy(bank.heads.fc_aux(features), y_source)
         zero = loss.new_zeros(())
         return StepLosses(loss, zero, zero, loss)
-    features = bank.backbone(torch.cat([x_source, x_target]))
+    if config.bn_forward == "separate":  # each domain normalised by its own batch statistics, as SymNets does
+        features = torch.cat([bank.backbone(x_source), bank.backbone(x_target)])
+    else:
+        features = bank.backbone(torch.cat([x_source, x_target]))
     z_c = fc(features.detach())  # Cs ⊕ Ct see only L_C
     l_c = symnets_classifier_loss(z_c[:b], y_source, z_c[b:])
     z_g = F.linear(features, fc.weight[:, : features.shape[1]].detach(), fc.bias.detach())  # G sees only L_G
@@ -126,12 +129,19 @@ def step_losses(
     l_seed = features.new_zeros(())
     if teacher is not None:
         student = features if config.seed_on_source else features[b:]
+        if config.seed_detach_features:  # attribution control: SEED reaches its head only
+            student = student.detach()
         logits = bank.heads.fc_aux(student) if config.ostc else fc(student)[:, k:]
         l_seed = seed_loss(teacher, logits, config.seed_temperature)
-        total = total + config.seed_weight * l_seed
+        total = total + seed_weight(config, lam) * l_seed
     if config.ostc and config.aux_source_ce > 0:  # optional γ·CE on Ca, Ca only
         total = total + config.aux_source_ce * F.cross_entropy(bank.heads.fc_aux(features[:b].detach()), y_source)
     return StepLosses(l_c, l_g, l_seed, total)
+
+
+def seed_weight(config: TrainConfig, lam: float) -> float:
+    """β, or β·λ_p with ``seed_ramp="lambda"`` (SymNets ramps its target terms so; 0 when adaptation starts)."""
+    return config.seed_weight * (lam if config.seed_ramp == "lambda" else 1.0)
 
 
 def make_optimizer(bank: ModelBank, config: TrainConfig) -> torch.optim.SGD:
@@ -199,16 +209,23 @@ class Trainer:
         """SEED's p̄ = mean of π_a over the sampled architectures, on the target batch (source + target with
         ``seed_on_source``), no gradient.
 
-        Each architecture reads the same source + target batch as its training forward, so batch norm normalises
-        the teacher's and the student's features alike (the same math as reusing the training forward).
+        Each architecture reads its batches as its training forward does (``bn_forward``): with ``joint`` the
+        source + target batch in one forward, with ``separate`` each domain in its own, so batch norm normalises
+        the teacher's and the student's features alike.
         """
-        predictions = []
-        start = 0 if self.config.seed_on_source else len(x_source)
+        config, predictions = self.config, []
         for arch in archs:
+            net = self.bank.set_arch(arch)
             with autocast(self.device, enabled=self.amp):
-                outputs = self.bank.set_arch(arch)(torch.cat([x_source, x_target]))
-            predictions.append(knowledge(outputs, self.config.seed_source_head)[start:].float())
-        return ensemble_target(predictions)
+                if config.bn_forward == "separate":
+                    parts = [x_source, x_target] if config.seed_on_source else [x_target]
+                    pis = [knowledge(net(x), config.seed_source_head) for x in parts]
+                    pi = torch.cat(pis)
+                else:
+                    start = 0 if config.seed_on_source else len(x_source)
+                    pi = knowledge(net(torch.cat([x_source, x_target])), config.seed_source_head)[start:]
+            predictions.append(pi.float())
+        return ensemble_target(predictions, config.seed_temperature)
 
     def step(self, step: int) -> dict[str, float]:
         """One iteration; returns the losses averaged over the sampled architectures."""

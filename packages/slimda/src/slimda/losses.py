@@ -76,15 +76,24 @@ def symnets_feature_loss(
     return category + lam * (domain + entropy)
 
 
-def ensemble_target(predictions: list[torch.Tensor]) -> torch.Tensor:
-    """SEED's teacher p̄(x_t) = (1/n) Σ_{a∈S_t} π_a(x_t), with the gradient stopped (formula unverified)."""
-    return torch.stack(predictions).mean(dim=0).detach()
+def temper(probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
+    """π^{1/T} / Σ_k π_k^{1/T}: a distribution at temperature T (softmax(z / T) when π = softmax(z))."""
+    if temperature == 1.0:
+        return probabilities
+    return F.softmax(probabilities.clamp_min(1e-12).log() / temperature, dim=1)
+
+
+def ensemble_target(predictions: list[torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """SEED's teacher p̄(x_t) = (1/n) Σ_{a∈S_t} π_a(x_t)^{1/T} (each π_a tempered as the student is), with the
+    gradient stopped (formula unverified)."""
+    return torch.stack([temper(p, temperature) for p in predictions]).mean(dim=0).detach()
 
 
 def seed_loss(teacher: torch.Tensor, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """SEED, Stochastic EnsEmble Distillation (L_seed of Fig. 2 of Slimmable Domain Adaptation; formula unverified):
 
-    L_seed(a) = T² · mean_t KL(p̄(x_t) ‖ softmax(u_a(x_t) / T)), u_a the logits of Ca (of Ct without OSTC).
+    L_seed(a) = T² · mean_t KL(p̄_T(x_t) ‖ softmax(u_a(x_t) / T)), u_a the logits of Ca (of Ct without OSTC) and
+    p̄_T the teacher tempered alike (:func:`ensemble_target` with the same T).
     """
     log_student = F.log_softmax(logits / temperature, dim=1)
     kl = (torch.special.xlogy(teacher, teacher) - teacher * log_student).sum(dim=1)
