@@ -136,7 +136,7 @@ def run(
     accuracy, summary = _accuracy_report(runs)
     contrasts, differences, headline = _contrast_report(runs)
     correction = _correction_report(runs)
-    figure = _figure(out, runs, differences, f"{dataset}, {seeds} seed(s), {schedule.epochs} epochs ({preset} preset)")
+    figure = _figure(out, differences, f"{dataset}, {seeds} seed(s), {schedule.epochs} epochs ({preset} preset)")
     seconds = round(time.monotonic() - started, 1)
     drop = ", ".join(map(str, schedule.lr_milestones))
     notes = (
@@ -269,7 +269,7 @@ def _correction_report(runs: dict) -> str:
     return markdown_table(headers, rows) if rows else ""
 
 
-def _figure(out: Path, runs: dict, differences: dict, title: str) -> Path | None:
+def _figure(out: Path, differences: dict, title: str) -> Path | None:
     """The paired differences with 95% intervals, one group per contrast, one bar per noise (CE, far below, left
     to the table)."""
     names = {key for by_noise in differences.values() for key in by_noise}
@@ -277,7 +277,7 @@ def _figure(out: Path, runs: dict, differences: dict, title: str) -> Path | None
     if not contrasts:
         return None
     labels = [" −\n".join(SHORT[v] for v in key.split("-")) for key in contrasts]
-    series = {noise: [differences[noise][key]["per_seed"] for key in contrasts] for noise in runs}
+    series = {noise: [by_noise[key]["per_seed"] for key in contrasts] for noise, by_noise in differences.items()}
     return plot_bars(
         out / "results.png",
         labels,

@@ -20,7 +20,7 @@ from shared.errors import UserError
 from shared.report import markdown_table
 from slimda import data as sdata
 from slimda import repro
-from slimda.config import DATASETS, HEADS, METHODS, TrainConfig, build_config
+from slimda.config import BN_FORWARDS, DATASETS, HEADS, METHODS, SEED_RAMPS, TrainConfig, build_config
 from slimda.engine import evaluate_file, fit
 from slimda.export import HEADS as EXPORT_HEADS
 from slimda.export import export_file
@@ -91,13 +91,13 @@ def train_parser() -> cli.ArgumentParser:
     hyper.add_argument("--aux-source-ce", type=float, default=None, help="γ, source CE on Ca (default 0) [U]")
     hyper.add_argument(
         "--bn-forward",
-        choices=("joint", "separate"),
+        choices=BN_FORWARDS,
         default=None,
         help="source and target in one forward (joint) or each in its own, with its own BN statistics "
         "(separate, as SymNets) (default joint)",
     )
     hyper.add_argument(
-        "--seed-ramp", choices=("none", "lambda"), default=None, help="β constant, or ramped by λ_p (default none)"
+        "--seed-ramp", choices=SEED_RAMPS, default=None, help="β constant, or ramped by λ_p (default none)"
     )
     hyper.add_argument(
         "--seed-detach-features", action="store_true", help="control: SEED trains its head only, not the backbone"
