@@ -1,6 +1,6 @@
 """Time one training iteration of each method, a BN recalibration + evaluation, and a MACs count.
 
-    python packages/slimda/benchmarks/step_time.py [--iterations 100] [--threads 2]
+    python packages/slimda/benchmarks/step_time.py [--iterations 100] [--threads 2] [--bn-forward joint]
 
 Runs on the embedded MNIST-5k -> UCI digits shift with the demo preset's SlimCNN bank (CPU by default).
 """
@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from slimda.config import RESNET_GRID, build_config
+from slimda.config import BN_FORWARDS, RESNET_GRID, build_config
 from slimda.data import load_embedded
 from slimda.engine import Evaluator, Trainer
 from slimda.flops import count_macs
@@ -25,12 +25,15 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100, help="timed iterations per method")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--bn-forward", choices=BN_FORWARDS, default="separate", help="BN forwards of training")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     source, target = load_embedded("mnist-digits")
     for method, extra in (("source-only", {}), ("symnets", {}), ("slimda", {"ostc": False}), ("slimda", {})):
-        config = build_config("demo", "mnist-digits", method=method, warmup_fraction=0.0, **extra)
+        config = build_config(
+            "demo", "mnist-digits", method=method, warmup_fraction=0.0, bn_forward=args.bn_forward, **extra
+        )
         bank = ModelBank(config.backbone, source.num_classes)
         trainer = Trainer(config, bank, source.images, source.labels, target.images, device)
         for it in range(5):  # warm-up of the allocator and kernels

@@ -40,14 +40,17 @@ def test_train_writes_a_complete_run(trained):
     results = json.loads((trained / "results.json").read_text())
     assert results["method"] == "slimda" and results["head"] == "ct"
     assert (results["source"], results["target"]) == ("mnist", "digits")
-    assert list(results["accuracy"]) == ["1", "0.75", "0.5", "0.25"]
+    assert list(results["accuracy"]) == ["1", "0.75", "0.5", "0.375", "0.25", "0.1875", "0.125", "0.1"]
     assert all(0 <= acc[head] <= 100 for acc in results["accuracy"].values() for head in ("cs", "ct", "ca", "folded"))
     records = read_metrics(trained / "metrics.jsonl")
     assert [r["iteration"] for r in records] == [5, 10, 15, 20]
     assert "acc_largest" in records[1] and "acc_smallest" in records[3] and "acc_largest" not in records[0]
     # the evaluation of the last iteration and the final per-width table score the same weights alike
     assert records[-1]["acc_largest"] == results["accuracy"]["1"]["ct"]
-    assert records[-1]["acc_smallest"] == results["accuracy"]["0.25"]["ct"]
+    assert records[-1]["acc_smallest"] == results["accuracy"]["0.1"]["ct"]
+    # SEED's teacher, scored once at the first adaptation step (8 = 40% of 20)
+    teacher = json.loads((trained / "teacher.json").read_text())
+    assert teacher["iteration"] == 8 and results["teacher_accuracy"] == teacher["accuracy"]
     assert records[-1]["loss_seed"] > 0
     assert checkpoint_path(trained, 20).exists() and (trained / "final.pt").exists()
     config = json.loads((trained / "config.json").read_text())
@@ -98,9 +101,18 @@ def test_repro_writes_its_report_and_reuses_recorded_runs(tmp_path, capsys):
     argv += ["--out", str(tmp_path), "--device", "cpu"]
     results = scli.repro_command(argv)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert set(saved["mean_accuracy"]) == {"1", "0.75", "0.5", "0.25"} and saved["seeds"] == 1
+    assert list(saved["mean_accuracy"]) == ["1", "0.75", "0.5", "0.375", "0.25", "0.1875", "0.125", "0.1"]
+    assert saved["seeds"] == 1 and saved["bn_forward"] == "separate"
+    assert saved["smallest_width_gain"]["macs_fraction"] <= 1 / 64  # the paper's 1/64 point is on the grid
+    assert saved["budgets"][-1] == "1/64" and "slimda" in saved["teacher_accuracy"]
     assert "slimda_beats_source_only_at_every_width" in saved and saved["headline"].startswith("SlimDA > source")
-    assert "| width | MACs fraction | source only | SlimDA |" in capsys.readouterr().out
+    header = capsys.readouterr().out.splitlines()[2]
+    assert [cell.strip() for cell in header.strip("|").split("|")] == [
+        "width",
+        "MACs fraction",
+        "source only",
+        "SlimDA",
+    ]
     assert "![" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
     # each run is a fit with its files; the record holds its version, configuration, widths and selection

@@ -12,6 +12,7 @@ from slimda.flops import (
     budget_filter,
     count_macs,
     count_params,
+    format_budget,
     largest_uniform_width,
     macs_table,
     parse_budget,
@@ -157,6 +158,14 @@ def test_budget_filter(resnet50):
 )
 def test_parse_budget(text, value):
     assert parse_budget(text) == value
+
+
+@pytest.mark.parametrize(
+    ("budget", "text"), [(1.0, "1"), (1 / 64, "1/64"), (0.5, "1/2"), (0.3, "0.3"), (2 / 3, "0.6667")]
+)
+def test_format_budget_writes_what_parse_budget_reads(budget, text):
+    assert format_budget(budget) == text
+    assert parse_budget(text) == pytest.approx(budget, rel=1e-4)
 
 
 @pytest.mark.parametrize("text", ["abc", "", "0", "-1/2", "3/2", "1/0", "2", "nan"])

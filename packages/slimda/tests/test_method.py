@@ -205,6 +205,31 @@ def test_the_separate_teacher_reads_the_target_batch_alone():
     torch.testing.assert_close(teacher, ensemble_target([alone], 2.0))
 
 
+@pytest.mark.parametrize("bn_forward", ["separate", "joint"])
+def test_teacher_accuracy_scores_the_steps_teacher_and_leaves_the_bank_unchanged(bn_forward):
+    """The diagnostic of the first SEED step: p̄ of the step's architectures on full target batches of a fixed
+    permutation, read as training reads them; the BN buffers it touches are restored."""
+    torch.manual_seed(0)
+    bank = ModelBank("slimcnn", 4)
+    images = torch.randint(0, 256, (10, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.randint(4, (10,))
+    config = build_config("demo", "mnist-digits", bn_forward=bn_forward, batch_size=4)
+    trainer = Trainer(config, bank, images, labels, images, torch.device("cpu"))
+    before = {k: v.clone() for k, v in bank.state_dict().items()}
+    accuracy = trainer.teacher_accuracy(5, labels)
+    for key, value in bank.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    x_s, _, _ = trainer.batches(5)
+    archs = trainer.sampler.sample(5)
+    chunks = torch.randperm(10, generator=torch.Generator().manual_seed(0))[:8].split(4)  # the last 2 left out
+    bank.train()
+    hits = 0
+    for chunk in chunks:
+        teacher = trainer.teacher(archs, x_s, trainer.pipeline.test(images[chunk]))
+        hits += int((teacher[-4:].argmax(dim=1) == labels[chunk]).sum())
+    assert accuracy == 100.0 * hits / 8
+
+
 def test_the_seed_ramp_starts_at_zero_and_the_detach_control_keeps_seed_out_of_the_backbone():
     ramped = build_config("demo", "mnist-digits", seed_ramp="lambda", seed_weight=2.0)
     assert seed_weight(ramped, lambda_schedule(0.0)) == 0.0  # the first adaptation step

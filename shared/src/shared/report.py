@@ -219,8 +219,10 @@ def plot_lines(
     xlabel: str,
     ylabel: str,
     title: str,
+    log_x: bool = False,
 ) -> Path | None:
-    """One line per series, mean ± std over seeds (a shaded band): ``series[name][i]`` are the values at ``x[i]``.
+    """One line per series, mean ± std over seeds (a shaded band): ``series[name][i]`` are the values at ``x[i]``;
+    ``log_x`` draws x on a log scale (a compute axis).
 
     Returns the PNG written, or None when matplotlib is not installed.
     """
@@ -234,6 +236,8 @@ def plot_lines(
         ax.plot(x, means, marker="o", label=name)
         ax.fill_between(x, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
     ax.set_xlabel(xlabel)
+    if log_x:
+        ax.set_xscale("log")
     _finish(fig, ax, ylabel, title, legend=len(series) > 1)
     return _save(fig, Path(path))
 

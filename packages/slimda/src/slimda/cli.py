@@ -93,8 +93,8 @@ def train_parser() -> cli.ArgumentParser:
         "--bn-forward",
         choices=BN_FORWARDS,
         default=None,
-        help="source and target in one forward (joint) or each in its own, with its own BN statistics "
-        "(separate, as SymNets) (default joint)",
+        help="source and target each in its own forward, with its own BN statistics (separate, as SymNets), "
+        "or in one forward (joint) (default separate)",
     )
     hyper.add_argument(
         "--seed-ramp", choices=SEED_RAMPS, default=None, help="β constant, or ramped by λ_p (default none)"
@@ -243,7 +243,9 @@ def select_parser() -> cli.ArgumentParser:
         "beside the choice (never used for it).",
     )
     parser.add_argument("--weights", type=Path, required=True, help="final.pt of slimda-train")
-    parser.add_argument("--budgets", default="1,1/2,1/4,1/8", help="comma-separated fractions of the full MACs")
+    parser.add_argument(
+        "--budgets", default="1,1/2,1/4,1/8,1/16,1/32,1/64", help="comma-separated fractions of the full MACs"
+    )
     parser.add_argument("--upem", choices=KINDS, default="ensemble_kl", help="label-free score [U]")
     parser.add_argument("--samples", type=int, default=500, help="random stage-wise candidates per budget")
     parser.add_argument(
@@ -350,15 +352,25 @@ def repro_command(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations per bank")
     parser.add_argument("--samples", type=int, default=40, help="random stage-wise UPEM candidates per budget")
     parser.add_argument(
-        "--budgets", type=parse_budgets, default="1,1/2,1/4,1/8", help="MACs budgets of the selection table"
+        "--budgets",
+        type=parse_budgets,
+        default="1,1/2,1/4,1/8,1/16,1/32,1/64",
+        help="MACs budgets of the selection table",
     )
     parser.add_argument(
         "--variants",
         type=_names,
-        default=",".join(repro.VARIANTS),
-        help="comma-separated subset of " + ",".join(repro.VARIANTS),
+        default=",".join(repro.ABLATION),
+        help="comma-separated subset of " + ",".join(repro.VARIANTS) + " (the last three: controls of SEED)",
     )
-    options = ("dataset", "iterations", "samples", "budgets", "variants")
+    parser.add_argument(
+        "--bn-forward",
+        choices=BN_FORWARDS,
+        default=None,
+        help="batch-norm forwards of every bank (default: the presets' separate, as SymNets); "
+        "use another --out for joint, or its runs replace the recorded ones",
+    )
+    options = ("dataset", "iterations", "samples", "budgets", "variants", "bn_forward")
     return cli.run_repro(parser, argv, "slimda", repro.run, *options)
 
 

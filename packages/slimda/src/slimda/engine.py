@@ -17,8 +17,9 @@ adaptation and stands in for the ImageNet-pretrained start SymNets fine-tunes fr
 then run over the adaptation iterations.
 
 :func:`fit` runs a whole configuration and owns its files (``config.json``, ``metrics.jsonl``,
-``checkpoint-<iteration>.pt``, ``final.pt``, ``results.json``) and ``--resume``; :func:`load_bank` reads a
-``final.pt`` (or a checkpoint) back and :func:`evaluate_file` scores one of its architectures.
+``checkpoint-<iteration>.pt``, ``final.pt``, ``results.json``, with SEED ``teacher.json``) and ``--resume``;
+:func:`load_bank` reads a ``final.pt`` (or a checkpoint) back and :func:`evaluate_file` scores one of its
+architectures.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ from slimda.losses import (
 )
 from slimda.models import Arch, HeadOutputs, ModelBank, knowledge, load_torchvision_weights
 from slimda.sampling import ArchSampler
+
+#: The SEED teacher's target accuracy at the first adaptation step (:meth:`Trainer.teacher_accuracy`).
+TEACHER_FILE = "teacher.json"
 
 
 class BatchStream:
@@ -226,6 +230,27 @@ class Trainer:
                     pi = knowledge(net(torch.cat([x_source, x_target])), config.seed_source_head)[start:]
             predictions.append(pi.float())
         return ensemble_target(predictions, config.seed_temperature)
+
+    @torch.no_grad()
+    def teacher_accuracy(self, step: int, labels: torch.Tensor) -> float:
+        """Accuracy (%) of SEED's teacher p̄ on the target images at ``step``, in the regime it trains in: the step's
+        architectures, train-mode batch norm, target batches read as the training forward reads them
+        (``bn_forward``; with ``joint`` beside the step's source batch). A diagnostic: the labels reach no loss,
+        and the BN buffers are restored, so the run is unchanged. Full batches of a fixed permutation only."""
+        buffers = [(b, b.clone()) for b in self.bank.buffers()]
+        x_s, _, _ = self.batches(step)
+        archs = self.sampler.sample(step)
+        size = self.config.batch_size
+        order = torch.randperm(len(self.target_images), generator=torch.Generator().manual_seed(0))
+        order = order[: len(order) // size * size].split(size)
+        self.bank.train()
+        correct = 0
+        for chunk in order:
+            teacher = self.teacher(archs, x_s, self.pipeline.test(self.target_images[chunk.to(self.device)]))
+            correct += int((teacher[-len(chunk) :].argmax(dim=1).cpu() == labels[chunk]).sum())
+        for buffer, saved in buffers:
+            buffer.copy_(saved)
+        return 100.0 * correct / (len(order) * size)
 
     def step(self, step: int) -> dict[str, float]:
         """One iteration; returns the losses averaged over the sampled architectures."""
@@ -401,6 +426,7 @@ def fit(
         saved = checkpoint.load_checkpoint(latest)
         start = checkpoint.restore_training_state(saved, bank, trainer.optimizer, scaler=trainer.scaler)["step"]
     elif distributed.is_main_process():
+        (out / TEACHER_FILE).unlink(missing_ok=True)
         checkpoint.save_json(out / "config.json", {"train_config": dataclasses.asdict(config), **run, **(info or {})})
     if not quiet:
         log.info(
@@ -416,6 +442,13 @@ def fit(
     steps = range(start, config.iterations)
     bar = Progress(steps, desc=progress or "", enabled=progress is not None)
     for it in bar:
+        if it == config.warmup_iterations and config.uses_seed:
+            teacher = {"iteration": it, "accuracy": trainer.teacher_accuracy(it, target.labels)}
+            if distributed.is_main_process():
+                checkpoint.save_json(out / TEACHER_FILE, teacher)
+            if not quiet:
+                accuracy = teacher["accuracy"]
+                log.info(f"SEED teacher at its first step: {accuracy:.2f}% of the target ({config.bn_forward})")
         for key, value in trainer.step(it).items():
             running[key] = running.get(key, 0.0) + value
         done = it + 1
@@ -441,6 +474,8 @@ def fit(
         "accuracy": evaluate_widths(evaluator, bank, bank_widths(config)),
         "train_seconds": round(time.monotonic() - started, 1),
     }
+    if (out / TEACHER_FILE).is_file():
+        results["teacher_accuracy"] = json.loads((out / TEACHER_FILE).read_text())["accuracy"]
     if distributed.is_main_process():
         final = {"model": bank.state_dict(), "config": dataclasses.asdict(config), **run}
         checkpoint.save_checkpoint(out / "final.pt", final)

@@ -185,6 +185,12 @@ def parse_budgets(text: str) -> list[float]:
     return budgets
 
 
+def format_budget(budget: float) -> str:
+    """A budget as it is written on the command line: ``"1/64"`` for a unit fraction, else ``"0.3"``."""
+    inverse = 1 / budget
+    return f"1/{round(inverse)}" if budget < 1 and abs(inverse - round(inverse)) < 1e-6 else f"{budget:.4g}"
+
+
 def largest_uniform_width(bank: ModelBank, budget: float, input_size: int, tol: float = 1e-4) -> float:
     """The largest uniform width multiplier (continuous, channels rounded as the bank does) within ``budget``.
 

@@ -5,7 +5,9 @@ Per seed, four banks are trained with the same sandwich sampling and data order 
 - source only (source CE on Cs),
 - SlimDA without SEED (SymNets' domain confusion on the bank),
 - SlimDA without OSTC (SEED distilled through Ct, no Ca),
-- SlimDA (SymNets + SEED through Ca).
+- SlimDA (SymNets + SEED through Ca);
+
+and on request three controls of SEED: ramped by λ_p, kept out of the backbone, and with γ = 1 source CE on Ca.
 
 Each is :func:`slimda.engine.fit`, which evaluates the target images at every uniform width of the bank (BN
 recalibrated per width). On the SlimDA bank, UPEM then scores stage-wise and uniform candidates without labels;
@@ -29,7 +31,7 @@ from slimda import __version__
 from slimda.config import EMBEDDED, TrainConfig, build_config
 from slimda.data import Domain
 from slimda.engine import fit, load_bank, load_domains, make_evaluator
-from slimda.flops import count_macs
+from slimda.flops import count_macs, format_budget
 from slimda.models import Arch, ModelBank
 from slimda.upem import check_budgets, run_selection
 
@@ -38,9 +40,22 @@ VARIANTS = {
     "no-seed": {"method": "symnets"},
     "no-ostc": {"method": "slimda", "ostc": False},
     "slimda": {"method": "slimda"},
+    "slimda-ramp": {"method": "slimda", "seed_ramp": "lambda"},
+    "slimda-detach": {"method": "slimda", "seed_detach_features": True},
+    "slimda-aux": {"method": "slimda", "aux_source_ce": 1.0},
 }
-LABELS = {"source-only": "source only", "no-seed": "SlimDA w/o SEED", "no-ostc": "SlimDA w/o OSTC", "slimda": "SlimDA"}
-BUDGETS = (1.0, 1 / 2, 1 / 4, 1 / 8)
+#: The default variants: the paper's ablation; the other three are controls of SEED (issue 18's grid).
+ABLATION = ("source-only", "no-seed", "no-ostc", "slimda")
+LABELS = {
+    "source-only": "source only",
+    "no-seed": "SlimDA w/o SEED",
+    "no-ostc": "SlimDA w/o OSTC",
+    "slimda": "SlimDA",
+    "slimda-ramp": "SlimDA, SEED ramped by λ_p",
+    "slimda-detach": "SlimDA, SEED trains Ca only",
+    "slimda-aux": "SlimDA, γ = 1 source CE on Ca",
+}
+BUDGETS = (1.0, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32, 1 / 64)
 #: Scales of ``slimda-repro --preset``: the ``slimda-train`` preset of every bank.
 PRESET_HELP = {"demo": "750 iterations per bank, 300 of them a source warm-up", "small": "3,000 iterations per bank"}
 UPEM_KIND, REFERENCE_ARCHS = "ensemble_kl", 16
@@ -75,6 +90,8 @@ def train_and_select(
         "train_seconds": results["train_seconds"],
         "widths": widths,
     }
+    if "teacher_accuracy" in results:
+        record["teacher_accuracy"] = results["teacher_accuracy"]
     if variant == "slimda":
         evaluator = make_evaluator(bank.to(device), config, *domains, device)
         record["selection"] = run_selection(
@@ -93,9 +110,13 @@ def run(
     iterations: int | None = None,
     samples: int = 40,
     budgets: Sequence[float] = BUDGETS,
-    variants: Sequence[str] = tuple(VARIANTS),
+    variants: Sequence[str] = ABLATION,
+    bn_forward: str | None = None,
 ) -> dict:
-    """Train every variant for every seed (reusing runs recorded in ``out/runs``); write the report into ``out``."""
+    """Train every variant for every seed (reusing runs recorded in ``out/runs``); write the report into ``out``.
+
+    ``bn_forward`` overrides the presets' ``separate`` for every bank (``joint``: the control of issue 18).
+    """
     if preset not in PRESET_HELP:
         raise UserError(f"unknown preset {preset!r}: choose one of {', '.join(PRESET_HELP)}")
     if dataset not in EMBEDDED:
@@ -109,7 +130,7 @@ def run(
     cache = RunCache(out / "runs", __version__)
     domains = load_domains(build_config(preset, dataset))
     if "slimda" in variants:  # before any training: a budget no architecture meets
-        config = build_config(preset, dataset, iterations=iterations)
+        config = build_config(preset, dataset, iterations=iterations, bn_forward=bn_forward)
         with torch.device("meta"):
             bank = ModelBank(config.backbone, domains[0].num_classes)
         check_budgets(bank, config, budgets)
@@ -117,7 +138,9 @@ def run(
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for seed in range(seeds):
         for variant in variants:
-            config = build_config(preset, dataset, iterations=iterations, seed=seed, **VARIANTS[variant])
+            config = build_config(
+                preset, dataset, iterations=iterations, seed=seed, bn_forward=bn_forward, **VARIANTS[variant]
+            )
             run_name = f"{variant}-seed{seed}"
             recorded = {"config": config}
             if variant == "slimda":
@@ -133,7 +156,8 @@ def run(
             runs[variant].append(record)
     results = summarise(runs, dataset=dataset, preset=preset, seeds=seeds)
     results["seconds"] = round(time.monotonic() - started, 1)
-    title = f"SlimDA on {dataset} ({seeds} seed(s), {preset})"
+    results["bn_forward"] = config.bn_forward
+    title = f"SlimDA on {dataset} ({seeds} seed(s), {preset}, {config.bn_forward} BN forwards)"
     first = runs[variants[0]][0]["widths"]
     figure = plot_lines(
         out / "results.png",
@@ -142,6 +166,7 @@ def run(
         xlabel="MACs fraction of the full bank (uniform widths " + ", ".join(first) + ")",
         ylabel="target accuracy (%)",
         title=f"{title}: mean ± std over seeds",
+        log_x=True,
     )
     table, notes = results.pop("table"), results.pop("notes")
     write_results(
@@ -161,12 +186,24 @@ def summarise(runs: dict[str, list[dict]], *, dataset: str, preset: str, seeds: 
         rows.append([w, f"{first[w]['macs_fraction']:.3f}", *(format_mean_std(cells[v]) for v in variants)])
     table = markdown_table(["width", "MACs fraction", *(LABELS[v] for v in variants)], rows)
     results: dict = {"dataset": dataset, "preset": preset, "seeds": seeds, "mean_accuracy": per_width, "runs": runs}
-    checks = []
+    checks, notes = [], ""
     if "slimda" in runs and "source-only" in runs:
         beats = all(acc["slimda"] > acc["source-only"] for acc in per_width.values())
         results["slimda_beats_source_only_at_every_width"] = beats
         checks.append(f"SlimDA > source only at every width: {'yes' if beats else 'NO'}")
-    notes = ""
+        smallest = list(first)[-1]
+        gain = per_width[smallest]["slimda"] - per_width[smallest]["source-only"]
+        fraction = first[smallest]["macs_fraction"]
+        results["smallest_width_gain"] = {"width": smallest, "macs_fraction": fraction, "gain": gain}
+        checks.append(f"SlimDA − source only at width {smallest} (1/{1 / fraction:.0f} of the MACs): {gain:+.2f}")
+    teachers = {v: [r["teacher_accuracy"] for r in runs[v]] for v in variants if "teacher_accuracy" in runs[v][0]}
+    if teachers:
+        results["teacher_accuracy"] = {v: mean_std(t) for v, t in teachers.items()}
+        notes = (
+            "SEED's teacher p̄ at the first adaptation step, target accuracy in its training regime: "
+            + "; ".join(f"{LABELS[v]} {format_mean_std(t)}" for v, t in teachers.items())
+            + ".\n\n"
+        )
     if "slimda" in runs:
         selections = [r["selection"] for r in runs["slimda"]]
         taus = [s["kendall_tau"] for s in selections]
@@ -179,7 +216,7 @@ def summarise(runs: dict[str, list[dict]], *, dataset: str, preset: str, seeds: 
             gaps.append(mean_std(gap)[0])
             budget_rows.append(
                 [
-                    f"{row['budget']:.4g}",
+                    format_budget(row["budget"]),
                     format_mean_std(chosen),
                     format_mean_std(oracle),
                     format_mean_std(gap),
@@ -187,6 +224,7 @@ def summarise(runs: dict[str, list[dict]], *, dataset: str, preset: str, seeds: 
                 ]
             )
         results |= {
+            "budgets": [format_budget(row["budget"]) for row in selections[0]["selection"]],
             "kendall_tau": mean_std(taus),
             "spearman_rho": mean_std(rhos),
             "selection_gaps": gaps,
@@ -198,7 +236,7 @@ def summarise(runs: dict[str, list[dict]], *, dataset: str, preset: str, seeds: 
         checks.append(
             f"UPEM choice within 2 points of the oracle at every budget: {'yes' if all(g <= 2 for g in gaps) else 'NO'}"
         )
-        notes = (
+        notes += (
             f"UPEM ({UPEM_KIND}) on the SlimDA bank over {selections[0]['num_candidates']} candidates: Kendall τ "
             f"{format_mean_std(taus, 3)}, Spearman ρ {format_mean_std(rhos, 3)}.\n\n"
             + markdown_table(["budget", "UPEM choice acc", "oracle-best acc", "gap", "chosen (per seed)"], budget_rows)

@@ -30,7 +30,7 @@ from shared.logging import Progress
 from shared.report import markdown_table
 from slimda.config import TrainConfig
 from slimda.engine import Evaluator, bank_widths, domains_of_run, load_bank, make_evaluator
-from slimda.flops import count_macs
+from slimda.flops import count_macs, format_budget
 from slimda.models import Arch, HeadOutputs, ModelBank, knowledge
 from slimda.sampling import ArchSampler
 
@@ -284,7 +284,7 @@ def selection_table(results: dict) -> str:
         headers += ["accuracy", "oracle-best", "oracle accuracy", "gap"]
     rows = []
     for r in results["selection"]:
-        row = [f"{r['budget']:.4g}", r["arch"], f"{r['macs_fraction']:.4f}", f"{r['upem']:.4f}"]
+        row = [format_budget(r["budget"]), r["arch"], f"{r['macs_fraction']:.4f}", f"{r['upem']:.4f}"]
         if labelled:
             row += [f"{r['accuracy']:.2f}", r["oracle_arch"], f"{r['oracle_accuracy']:.2f}", f"{r['gap']:.2f}"]
         rows.append(row)
