@@ -4,20 +4,26 @@ import json
 import math
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from m3ed import cli
-from m3ed.data import open_release
+from m3ed.data import SYNTHETIC_RELEASE, multi_hot_targets, open_release
 from m3ed.engine import tabulate_runs
-from m3ed.release import M3EDRelease, release_stats
+from m3ed.metrics import multilabel_report
+from m3ed.release import EMOTIONS, M3EDRelease
 from m3ed.synthetic import SyntheticConfig, make_synthetic_release
 from shared.checkpoint import load_checkpoint
 from shared.cli import main
+from shared.data import cache_dir
+from shared.errors import UserError
 from shared.logging import read_metrics
 
 FAST = ["--epochs", "2", "--quiet"]
@@ -90,6 +96,50 @@ def test_stats_prints_what_the_generator_wrote(tmp_path, capsys):
         assert str(truth["splits"][split]["utterances"]) in text
 
 
+def test_annotations_none_trains_from_the_pickle_alone(tmp_path, capsys):
+    root = tmp_path / "release"
+    make_synthetic_release(root, SyntheticConfig(movies=6), seed=2)
+    argv = ["--data", root, "--model", "utt-mlp", "--epochs", "1", "--quiet"]
+    checked = cli.train_command([str(a) for a in [*argv, "--out", tmp_path / "checked"]])
+    for name in ("annotation.json", "relation_annotation_release.json"):
+        (root / name).unlink()
+    shutil.rmtree(root / "splitInfo")
+    code, err = run(cli.train_command, [*argv, "--out", tmp_path / "refused"], capsys)
+    assert code == 2 and "split list not found" in err
+    out = tmp_path / "pickle-only"
+    alone = cli.train_command([str(a) for a in [*argv, "--annotations", "none", "--out", out]])
+    assert json.loads((out / "config.json").read_text())["annotations"] == "none"
+    assert alone["test_weighted_f1"] == checked["test_weighted_f1"]  # the same data, read without the annotation
+    assert 100 * cli.eval_command(["--run", str(out)])["weighted_f1"] == pytest.approx(alone["test_weighted_f1"])
+    with pytest.raises(UserError, match="--annotations must be one of check, none, got 'ignore'"):
+        open_release(root, annotations="ignore")
+
+
+def test_multi_label_task_learns_the_blended_emotions(trained, tmp_path, capsys):
+    out = tmp_path / "multi"
+    results = cli.train_command(["--out", str(out), "--task", "multi", "--at-least-one", "--quiet"])
+    assert results["task"] == "multi" and "test_weighted_f1" not in results
+    records = read_metrics(out / "metrics.jsonl")
+    assert results["best_epoch"] == max(records, key=lambda r: r["val_micro_f1"])["epoch"]
+    # trivial baseline: every utterance gets the most frequent emotion of the train split's multi-hot targets
+    release = open_release(None)
+    targets = multi_hot_targets(release)
+    train = np.concatenate([targets[d] for d in release.dialogues_in("train")])
+    test = np.concatenate([targets[d] for d in release.dialogues_in("test")]).astype(int)
+    majority = np.zeros_like(test)
+    majority[:, train.sum(0).argmax()] = 1
+    baseline = 100 * multilabel_report(test, majority)["micro_f1"]
+    assert results["test_micro_f1"] > baseline + 3
+    report = cli.eval_command(["--run", str(out)])
+    assert 100 * report["micro_f1"] == pytest.approx(results["test_micro_f1"])
+    assert 100 * report["hamming_loss"] == pytest.approx(results["test_hamming_loss"])
+    assert "| MDI" in tabulate_runs([out])
+    with pytest.raises(UserError, match="mixes single- and multi-label runs"):
+        tabulate_runs([out, trained[0]])
+    code, err = run(cli.train_command, ["--task", "multi", "--annotations", "none", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--task multi needs annotation.json" in err
+
+
 def test_make_synthetic_refuses_to_overwrite(tmp_path, capsys):
     cli.make_synthetic_command(["--out", str(tmp_path / "syn"), "--movies", "6"])
     assert M3EDRelease(tmp_path / "syn").dialogues_in("test")
@@ -122,7 +172,8 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
         (cli.stats_command, ["--data", _broken_release(tmp_path / "label", bad_label)], "label"),
         (cli.train_command, ["--modalities", "xyz", "--out", tmp_path / "r1"], "modalit"),
         (cli.train_command, ["--branches", "global,future", "--out", tmp_path / "r2"], "--branches"),
-        (cli.train_command, ["--model", "dialoguegcn"], "invalid choice"),
+        (cli.train_command, ["--model", "dialoguexl"], "invalid choice"),
+        (cli.train_command, ["--annotations", "ignore"], "invalid choice"),
         (cli.eval_command, ["--run", tmp_path / "no-run"], "--run folder not found"),
     ]
     for command, argv, expected in cases:
@@ -131,10 +182,48 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
         assert expected in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
 
 
-def test_stats_on_the_embedded_release_checks_every_file(capsys):
+def _counts_from_the_files(root: Path) -> dict:
+    """Per-split statistics counted straight from splitInfo/ and annotation.json, without the package's readers."""
+    split_of = {
+        movie: split
+        for split in ("train", "val", "test")
+        for movie in (root / "splitInfo" / f"movie_list_{split}.txt").read_text().split()
+    }
+    counts = {
+        split: {"movies": 0, "dialogues": 0, "turns": 0, "utterances": 0, "labels": dict.fromkeys(EMOTIONS, 0)}
+        | {"multi_label": 0}
+        for split in ("train", "val", "test")
+    }
+    for movie, dialogues in json.loads((root / "annotation.json").read_text(encoding="utf-8")).items():
+        count = counts[split_of[movie]]
+        count["movies"] += 1
+        for dialogue in dialogues.values():
+            ordered = sorted(dialogue["Dialog"].items(), key=lambda item: int(item[0].rsplit("_", 1)[1]))
+            speakers = [u["Speaker"] for _, u in ordered]
+            count["dialogues"] += 1
+            count["turns"] += 1 + sum(a != b for a, b in pairwise(speakers))
+            count["utterances"] += len(ordered)
+            for _, u in ordered:
+                count["labels"][u["EmoAnnotation"]["final_main_emo"]] += 1
+                count["multi_label"] += "," in u["EmoAnnotation"]["final_mul_emo"]
+    return counts
+
+
+def test_stats_on_the_embedded_release_equal_counts_from_its_files(capsys):
     printed = cli.stats_command([])
-    assert release_stats(open_release(None)) == printed
-    assert "utterances" in capsys.readouterr().out
+    root = cache_dir("m3ed", SYNTHETIC_RELEASE)
+    counts = _counts_from_the_files(root)
+    assert printed["splits"] == counts
+    assert [counts[s]["movies"] for s in ("train", "val", "test")] == [8, 2, 2]
+    annotated = {d for dialogues in json.loads((root / "annotation.json").read_text()).values() for d in dialogues}
+    relation = json.loads((root / "relation_annotation_release.json").read_text())
+    assert printed["relation_without_annotation"] == len({d for m in relation.values() for d in m} - annotated) == 3
+    assert printed["coverage"] == {"audio": 1.0, "visual": 1.0, "text": 1.0}
+    train = counts["train"]
+    row = [train["movies"], train["dialogues"], train["turns"], train["utterances"], train["multi_label"]]
+    train_line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| train "))
+    cells = [c.strip() for c in train_line.split("|")]
+    assert cells[2:7] == [str(n) for n in row] and cells[7:14] == [str(n) for n in train["labels"].values()]
 
 
 def test_console_scripts_answer_help():

@@ -35,7 +35,7 @@ def test_modalities_and_mdi_options():
     ("overrides", "message"),
     [
         ({"preset": "huge"}, "unknown preset"),
-        ({"model": "dialoguegcn"}, "unknown model"),
+        ({"model": "dialoguexl"}, "unknown model"),
         ({"modalities": "xyz"}, "bad modalities"),
         ({"branches": "global,future"}, "--branches"),
         ({"branches": ""}, "--branches"),
@@ -45,6 +45,10 @@ def test_modalities_and_mdi_options():
         ({"clip": -1.0}, "--clip"),
         ({"combine": "middle"}, "--combine"),
         ({"workers": -1}, "--workers"),
+        ({"task": "blend"}, "--task must be one of single, multi"),
+        ({"task": "multi", "annotations": "none"}, "--task multi needs annotation.json"),
+        ({"task": "multi", "class_weights": True}, "--class-weights applies to --task single only"),
+        ({"at_least_one": True}, "--at-least-one applies to --task multi only"),
     ],
 )
 def test_impossible_values_are_refused(overrides, message):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from m3ed.data import Batch, DialogueDataset, collate_dialogues, parse_modalities
-from m3ed.release import FeatureBundle
+from m3ed.data import Batch, DialogueDataset, collate_dialogues, multi_hot_targets, parse_modalities
+from m3ed.release import Dialogue, FeatureBundle, Utterance
 from shared.errors import UserError
 
 DIMS = {"audio": 5, "visual": 3, "text": 4}
@@ -74,3 +74,46 @@ def test_collate_time_major_with_padding():
     assert batch.pad_mask.dtype == torch.bool and torch.equal(batch.pad_mask, expected_mask)
     moved = batch.to("cpu")
     assert torch.equal(moved.labels, batch.labels) and moved.features.keys() == batch.features.keys()
+
+
+class _Release:
+    """What :func:`multi_hot_targets` reads of a release: the pickle and the annotation's dialogues."""
+
+    def __init__(self, bundle: FeatureBundle, dialogues: list[Dialogue]) -> None:
+        self.features, self.dialogues = bundle, dialogues
+        self.by_id = {d.dialogue_id: d for d in dialogues}
+
+
+def _dialogue(dialogue_id: str, emotions: list[tuple[int, list[int]]], speakers: list[str]) -> Dialogue:
+    utterances = [
+        Utterance(f"{dialogue_id}_{j + 1}", j, s, 0.0, 1.0, "好", [], main, multi)
+        for j, ((main, multi), s) in enumerate(zip(emotions, speakers, strict=True))
+    ]
+    return Dialogue(dialogue_id.split("_")[0], dialogue_id, "train", {}, utterances)
+
+
+def test_multi_hot_targets_from_the_annotation():
+    bundle = _bundle()
+    bundle.video_ids["anjia_1"][2] = "A_anjia_1_3"  # a speaker prefix that disagrees (the release's known quirk)
+    # main emotion, final_mul_emo (ids: Happy 0, Neutral 1, Sad 2, Disgust 3, Anger 4, Fear 5, Surprise 6)
+    anjia = [(1, [1]), (4, [4, 3]), (4, [2])]  # the last lacks its main emotion in final_mul_emo
+    woju = [(0, [0]), (2, [2, 5]), (6, [6]), (5, [5, 2]), (3, [3, 4])]
+    release = _Release(bundle, [_dialogue("anjia_1", anjia, ["A", "B", "B"]), _dialogue("woju_2", woju, list("BAABA"))])
+    targets = multi_hot_targets(release)
+    assert targets["anjia_1"].tolist() == [
+        [0, 1, 0, 0, 0, 0, 0],
+        [0, 0, 0, 1, 1, 0, 0],
+        [0, 0, 1, 0, 1, 0, 0],
+    ]
+    assert targets["woju_2"].sum(1).tolist() == [1, 2, 1, 2, 2]
+    assert targets["woju_2"][3].tolist() == [0, 0, 1, 0, 0, 1, 0]
+    dataset = DialogueDataset(bundle, ["anjia_1", "woju_2"], ("text",), targets)
+    batch = collate_dialogues([dataset[0], dataset[1]])
+    assert batch.targets.shape == (5, 2, 7) and batch.targets.dtype == torch.float32
+    assert torch.all(batch.targets[3:, 0] == 0) and batch.targets[1, 0].tolist() == [0, 0, 0, 1, 1, 0, 0]
+    assert batch.to("cpu").targets is not None
+    assert collate_dialogues([DialogueDataset(bundle, ["anjia_1"], ("text",))[0]]).targets is None
+    with pytest.raises(UserError, match="utterance A_woju_2_5 has no final_mul_emo"):
+        multi_hot_targets(_Release(bundle, [release.by_id["anjia_1"], _dialogue("woju_2", woju[:4], list("BAAB"))]))
+    with pytest.raises(UserError, match="drop --annotations none"):
+        multi_hot_targets(_Release(bundle, []))

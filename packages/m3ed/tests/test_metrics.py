@@ -1,12 +1,12 @@
-"""Metrics equal to sklearn's, run aggregation and the benchmark table (spec 4.3, 6, 8.3)."""
+"""Metrics equal to sklearn's (single- and multi-label), run aggregation and the benchmark table."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, hamming_loss, recall_score
 
-from m3ed.metrics import aggregate_runs, benchmark_table, classification_report
+from m3ed.metrics import aggregate_runs, benchmark_table, classification_report, multilabel_report
 
 
 def _sklearn(y_true, y_pred):
@@ -52,6 +52,78 @@ def test_random_examples_match_sklearn(seed):
 def test_report_rejects_padding_labels():
     with pytest.raises(ValueError, match="padding"):
         classification_report(np.array([0, -1]), np.array([0, 1]))
+
+
+def _assert_multilabel_matches_sklearn(y_true, y_pred, zero_division):
+    ours = multilabel_report(y_true, y_pred, zero_division=zero_division)
+    for average in ("micro", "macro"):
+        expected = f1_score(y_true, y_pred, average=average, zero_division=zero_division)
+        assert ours[f"{average}_f1"] == pytest.approx(expected, abs=1e-12), (average, zero_division)
+    expected = f1_score(y_true, y_pred, average=None, zero_division=zero_division)
+    np.testing.assert_allclose(ours["per_class_f1"], expected, atol=1e-12)
+    assert ours["hamming_loss"] == pytest.approx(hamming_loss(y_true, y_pred), abs=1e-12)
+    assert ours["subset_accuracy"] == pytest.approx(accuracy_score(y_true, y_pred), abs=1e-12)
+
+
+# 4 utterances x 7 emotions (Happy, Neutral, Sad, Disgust, Anger, Fear, Surprise). Fear (5) is neither true nor
+# predicted anywhere; Surprise (6) has no true positive but one false one; Disgust (3) is missed once.
+MULTI_TRUE = np.array(
+    [
+        [0, 0, 0, 1, 1, 0, 0],  # Anger + Disgust
+        [0, 1, 0, 0, 0, 0, 0],
+        [0, 0, 1, 0, 1, 0, 0],  # Sad + Anger
+        [1, 0, 0, 0, 0, 0, 0],
+    ]
+)
+MULTI_PRED = np.array(
+    [
+        [0, 0, 0, 0, 1, 0, 0],  # Disgust missed
+        [0, 1, 0, 0, 0, 0, 0],
+        [0, 0, 1, 0, 1, 0, 0],
+        [1, 0, 0, 0, 0, 0, 1],  # Surprise wrongly added
+    ]
+)
+
+
+@pytest.mark.parametrize("zero_division", [0.0, 1.0])
+def test_multilabel_report_by_hand_and_sklearn(zero_division):
+    report = multilabel_report(MULTI_TRUE, MULTI_PRED, zero_division=zero_division)
+    # per class 2tp / (2tp + fp + fn): Happy 2/2, Neutral 2/2, Sad 2/2, Disgust 0/1, Anger 4/4, Fear 0/0, Surprise 0/1
+    per_class = [1.0, 1.0, 1.0, 0.0, 1.0, zero_division, 0.0]
+    np.testing.assert_allclose(report["per_class_f1"], per_class)
+    assert report["macro_f1"] == pytest.approx(sum(per_class) / 7)
+    assert report["micro_f1"] == pytest.approx(2 * 5 / (2 * 5 + 1 + 1))  # tp 5, fp 1, fn 1
+    assert report["hamming_loss"] == pytest.approx(2 / 28)
+    assert report["subset_accuracy"] == pytest.approx(0.5)
+    _assert_multilabel_matches_sklearn(MULTI_TRUE, MULTI_PRED, zero_division)
+
+
+@pytest.mark.parametrize("zero_division", [0.0, 1.0])
+def test_multilabel_report_with_nothing_true_or_predicted(zero_division):
+    nothing = np.zeros((3, 7), dtype=int)
+    report = multilabel_report(nothing, nothing, zero_division=zero_division)
+    assert report["micro_f1"] == report["macro_f1"] == zero_division
+    assert report["hamming_loss"] == 0.0 and report["subset_accuracy"] == 1.0
+    _assert_multilabel_matches_sklearn(nothing, nothing, zero_division)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_multilabel_random_examples_match_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    y_true, y_pred = (rng.random((n, 7)) < rng.uniform(0.05, 0.4, 7)).astype(int), rng.integers(0, 2, (n, 7))
+    y_true[:, rng.integers(7)] = 0  # one class with no positives
+    for zero_division in (0.0, 1.0):
+        _assert_multilabel_matches_sklearn(y_true, y_pred, zero_division)
+
+
+def test_multilabel_report_rejects_bad_matrices():
+    with pytest.raises(ValueError, match=r"\(N, 7\)"):
+        multilabel_report(np.zeros((2, 6)), np.zeros((2, 6)))
+    with pytest.raises(ValueError, match=r"\(N, 7\)"):
+        multilabel_report(np.zeros((2, 7)), np.zeros((3, 7)))
+    with pytest.raises(ValueError, match="0 or 1"):
+        multilabel_report(np.full((1, 7), 2), np.zeros((1, 7)))
 
 
 def test_aggregate_drops_worst_validation_run():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from m3ed.models import (
     BRANCH_MASKS,
@@ -231,19 +230,6 @@ def test_branch_subset_changes_output():
     batch = _batch([6, 4])
     with torch.no_grad():
         assert (full(*batch) - intra(*batch)).abs().max() > 1e-3
-
-
-def test_cross_entropy_ignores_padding():
-    torch.manual_seed(0)
-    model = build_model("mdi", AVL, DIMS, "demo").eval()
-    feats, speakers, pad_mask = _batch([5, 2])
-    labels = torch.randint(0, 7, (5, 2)).masked_fill(pad_mask.t(), -1)
-    logits = model(feats, speakers, pad_mask)
-    loss = F.cross_entropy(logits.reshape(-1, 7), labels.reshape(-1), ignore_index=-1)
-    real = ~pad_mask.t()
-    assert torch.allclose(loss, F.cross_entropy(logits[real], labels[real]))
-    shifted = logits.masked_fill(pad_mask.t()[..., None], 50.0)
-    assert torch.allclose(loss, F.cross_entropy(shifted.reshape(-1, 7), labels.reshape(-1), ignore_index=-1))
 
 
 def test_build_model_rejects_unknown():

@@ -37,9 +37,12 @@ def test_parse_hmsf_25_fps():
     assert parse_hmsf("01:02:03:24") == pytest.approx(3723.96)
     assert parse_hmsf("00:00:00:05", fps=10) == pytest.approx(0.5)
     assert parse_hmsf(format_hmsf(25 * 3723 + 7)) == pytest.approx(3723 + 7 / 25)
-    assert parse_hmsf(" 00:31:55:142", lenient=True) == pytest.approx(31 * 60 + 55 + 24 / 25)
+    # frame 25 is how the authors' converter writes an end time rounded up to the next second
+    assert parse_hmsf("00:00:01:25") == pytest.approx(2.0) == parse_hmsf("00:00:02:00")
+    assert parse_hmsf("00:59:59:25") == pytest.approx(3600.0)
+    assert parse_hmsf(" 00:31:55:142", lenient=True) == pytest.approx(31 * 60 + 56)  # frame clipped to 25
     assert parse_hmsf("00:2:49:2", lenient=True) == pytest.approx(2 * 60 + 49 + 2 / 25)
-    for bad in ("00:00:01", "00:00:01:25", "aa:bb:cc:dd", "00:61:00:00", ""):
+    for bad in ("00:00:01", "00:00:01:26", "aa:bb:cc:dd", "00:61:00:00", ""):
         with pytest.raises(UserError, match="HH:MM:SS:FF"):
             parse_hmsf(bad)
 
@@ -94,7 +97,8 @@ def test_load_relation_on_the_real_release():
     span = relation["anjia_1"]
     assert span.episode == 2
     assert span.start == pytest.approx(23 * 60 + 48 + 4 / 25) and span.end == pytest.approx(24 * 60 + 15 + 8 / 25)
-    assert relation["bianchengnidenayitian_3"].start == pytest.approx(31 * 60 + 55 + 24 / 25)  # typed as 00:31:55:142
+    assert relation["bianchengnidenayitian_3"].start == pytest.approx(31 * 60 + 56)  # typed as 00:31:55:142
+    assert relation["jiayounishizuibangde_14"].start == pytest.approx(73.0)  # 00:01:12:25, one of 8 at frame 25
 
 
 def _utterance(speaker: str, start: str, main: str, multi: str | None = None) -> dict:
@@ -131,7 +135,9 @@ def _annotation() -> dict:
 
 def test_load_annotation_two_dialogues(tmp_path):
     path = tmp_path / "annotation.json"
-    path.write_text(json.dumps(_annotation(), ensure_ascii=False), encoding="utf-8")
+    annotation = _annotation()
+    annotation["anjia"]["anjia_1"]["Dialog"]["anjia_1_1"]["EndTime"] = "00:00:08:25"  # as the converter writes 9 s
+    path.write_text(json.dumps(annotation, ensure_ascii=False), encoding="utf-8")
     anjia, woju = load_annotation(path, {"anjia": "train", "woju": "val"})
     assert (anjia.movie, anjia.dialogue_id, anjia.split, woju.split) == ("anjia", "anjia_1", "train", "val")
     assert [u.utt_id for u in anjia.utterances] == ["anjia_1_1", "anjia_1_2", "anjia_1_10"]

@@ -13,6 +13,10 @@ def test_repro_writes_table_figure_and_results_and_reuses_its_runs(tmp_path, cap
     results = cli.repro_command(argv)
     assert set(results["context"]) == set(MODEL_NAMES)
     assert all(len(results["context"][m]["avl"]) == 1 for m in MODEL_NAMES)
+    assert set(results["multi_label"]) == set(MODEL_NAMES)
+    record = json.loads((out / "runs" / "mmgcn-avl-multi-seed0.json").read_text())
+    assert record["config"]["config"]["task"] == "multi" and record["config"]["config"]["model"] == "mmgcn"
+    assert results["multi_label"]["mmgcn"]["micro_f1"] == [record["result"]["test_micro_f1"]]
     assert set(results["ablation"]) == set(repro.ABLATIONS)
     assert results["ablation"]["all four (end, released)"] == results["context"]["mdi"]["avl"]
     saved = json.loads((out / "results.json").read_text())
@@ -20,6 +24,7 @@ def test_repro_writes_table_figure_and_results_and_reuses_its_runs(tmp_path, cap
     assert saved["preset"] == "demo"
     text = (out / "results.md").read_text()
     assert "| utterance MLP" in text and "global + intra-speaker" in text and "![" in text
+    assert "| MMGCN" in text and "multi-label micro F1" in text
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     assert "| model" in capsys.readouterr().out
     # each run is a real training run with its files, recorded with the version and configuration
@@ -31,4 +36,5 @@ def test_repro_writes_table_figure_and_results_and_reuses_its_runs(tmp_path, cap
     (out / "runs" / "mdi-avl-per_block-seed0" / "model.pt").unlink()
     again = cli.repro_command(argv)
     assert again["context"] == results["context"] and again["ablation"] == results["ablation"]
+    assert again["multi_label"] == results["multi_label"]
     assert not (out / "runs" / "mdi-avl-per_block-seed0" / "model.pt").exists()

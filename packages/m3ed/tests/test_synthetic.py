@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3ed.release import EMOTIONS, M3EDRelease, format_stats, read_splits, release_stats
-from m3ed.synthetic import FEATURE_FILE, SyntheticConfig, make_synthetic_release
+from m3ed.release import EMOTIONS, MODALITIES, M3EDRelease, format_stats, read_splits, release_stats
+from m3ed.synthetic import CO_OCCURRENCE, FEATURE_FILE, SyntheticConfig, make_synthetic_release
 from shared.errors import UserError
 
 FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "m3ed"
@@ -114,6 +114,35 @@ def test_ambiguous_utterances_need_same_speaker_context(written):
     held_out = [r for r in clear if r[0] not in train]
     assert accuracy(held_out) > 0.4
     assert accuracy([r for r in ambiguous if r[0] not in train]) < 0.3
+
+
+def test_secondary_emotion_is_recoverable_from_the_features(written):
+    _, _, release = written
+    bundle = release.features
+    rows = [(d.dialogue_id, u) for d in release.dialogues for u in d.utterances]
+    pairs = {tuple(EMOTIONS[e] for e in u.multi_emotions) for _, u in rows if len(u.multi_emotions) > 1}
+    assert pairs <= set(CO_OCCURRENCE)
+
+    def features(split):
+        chosen = [(d, u) for d, u in rows if d in set(release.dialogues_in(split))]
+        x = np.stack([np.concatenate([getattr(bundle, m)[d][u.index] for m in MODALITIES]) for d, u in chosen])
+        return x, np.array([u.multi_emotions[1] if len(u.multi_emotions) > 1 else -1 for _, u in chosen])
+
+    x_fit, second_fit = features("train")
+    # a direction per secondary emotion, estimated on train: mean with that secondary minus mean without any
+    plain = x_fit[second_fit < 0].mean(0)
+    seconds = sorted(set(second_fit[second_fit >= 0]))
+    directions = np.stack([x_fit[second_fit == s].mean(0) - plain for s in seconds])
+    x, second = (
+        np.concatenate([features("val")[0], features("test")[0]]),
+        np.concatenate([features("val")[1], features("test")[1]]),
+    )
+    scores = (x - plain) @ directions.T / np.linalg.norm(directions, axis=1)
+    # held out: which secondary (chance 1 / len(seconds)) and whether there is one (chance 0.5 by AUC)
+    multi = second >= 0
+    assert np.mean(np.array(seconds)[scores[multi].argmax(1)] == second[multi]) > 0.8
+    top, top_plain = scores[multi].max(1), scores[~multi].max(1)
+    assert np.mean(top[:, None] > top_plain[None, :]) > 0.9
 
 
 def test_deterministic_in_the_seed(tmp_path):

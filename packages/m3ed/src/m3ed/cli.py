@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from m3ed import repro
-from m3ed.config import PRESETS, build_config
-from m3ed.data import open_release
+from m3ed.config import PRESETS, TASKS, build_config
+from m3ed.data import ANNOTATIONS, open_release
 from m3ed.engine import evaluate_run, fit, tabulate_runs
 from m3ed.models import COMBINES, FUSIONS, MODELS
 from m3ed.release import SPLITS, format_stats, release_stats
@@ -30,13 +30,35 @@ def train_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(
         prog="m3ed-train",
         description="Train MDI (or a baseline) on M3ED's utterance features; the test score is taken at the "
-        "epoch with the best validation weighted F1. Without --data: the synthetic release. Presets: paper (the "
-        "official MDI recipe), small, demo.",
+        "epoch with the best validation weighted F1 (micro F1 with --task multi). Without --data: the synthetic "
+        "release. Presets: paper (the official MDI recipe), small, demo.",
     )
     parser.add_argument(
         "--data", type=Path, default=None, help="M3ED release folder (annotation.json, splitInfo/, *.pkl)"
     )
     parser.add_argument("--features", default=None, help="feature pickle name inside --data (default: the only one)")
+    parser.add_argument(
+        "--annotations",
+        choices=ANNOTATIONS,
+        default="check",
+        help="check: read annotation.json and splitInfo/ and require the pickle to agree with them (dialogues, "
+        "splits, utterances, labels); none: train from the feature pickle alone (its labels and train/val/test "
+        "lists), as the official MDI code does; the folder then needs only the pickle",
+    )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        default="single",
+        help="single: the benchmark, final_main_emo with 7-way cross-entropy, selected and scored on weighted F1; "
+        "multi: the blended emotions, final_mul_emo (plus the main one) as multi-hot targets of 7 sigmoids with "
+        "BCE-with-logits, an emotion predicted where its sigmoid > 0.5, selected on validation micro F1 and "
+        "scored with micro/macro F1, Hamming loss and subset accuracy (needs annotation.json)",
+    )
+    parser.add_argument(
+        "--at-least-one",
+        action="store_true",
+        help="--task multi: also predict the top emotion of an utterance whose sigmoids are all <= 0.5",
+    )
     parser.add_argument("--model", choices=MODELS, default=None, help="MDI or a baseline")
     parser.add_argument("--modalities", default="avl", help="any of a (audio), v (visual), l or t (text)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: by preset and model)")
@@ -63,7 +85,12 @@ def train_command(argv: Sequence[str] | None = None) -> dict:
     distributed.init_distributed(device)
     with cli.run_folder(args.out, "m3ed", args.resume) as out:  # no empty folder left if it fails
         results = fit(config, out, device, resume=args.resume, info={"preset": args.preset}, quiet=args.quiet)
-    if distributed.is_main_process():
+    if distributed.is_main_process() and config.task == "multi":
+        get_logger().info(
+            f"best val micro F1 {results['val_micro_f1']:.2f} at epoch {results['best_epoch']}: test micro F1 "
+            f"{results['test_micro_f1']:.2f}, macro F1 {results['test_macro_f1']:.2f}"
+        )
+    elif distributed.is_main_process():
         get_logger().info(
             f"best val WF1 {results['val_weighted_f1']:.2f} at epoch {results['best_epoch']}: "
             f"test WF1 {results['test_weighted_f1']:.2f}, accuracy {results['test_accuracy']:.2f}"
@@ -75,8 +102,9 @@ def eval_command(argv: Sequence[str] | None = None) -> dict:
     """``m3ed-eval``: score a trained run on a split, or print the benchmark table of many runs."""
     parser = cli.ArgumentParser(
         prog="m3ed-eval",
-        description="Weighted F1, accuracy and per-class F1 of a run's best-validation model on a split; "
-        "or, with --table, the benchmark table (models x modality combinations, drop-worst-val aggregation).",
+        description="Weighted F1, accuracy and per-class F1 of a run's best-validation model on a split (micro/"
+        "macro F1, Hamming loss and subset accuracy for a --task multi run); or, with --table, the benchmark "
+        "table (models x modality combinations, drop-worst-val aggregation; one task at a time).",
     )
     parser.add_argument("--run", type=Path, default=None, help="a folder written by m3ed-train")
     parser.add_argument("--split", choices=SPLITS, default="test", help="which split to score")

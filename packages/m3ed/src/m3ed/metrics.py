@@ -1,6 +1,7 @@
 """Evaluation of M3ED runs as the official code scores them: weighted F1 as sklearn computes it
 (``codes/mdi/trainer.py`` of github.com/JinmingZhao/MEmoConv), run aggregation (``codes/get_results.py``),
-the benchmark table."""
+the benchmark table; and the multi-label measures of the release's blended emotions, for which the
+official code has none."""
 
 from __future__ import annotations
 
@@ -40,6 +41,33 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: i
         "uar": float(recall[present].mean()),
         "per_class_f1": f1.tolist(),
         "confusion": confusion.tolist(),
+    }
+
+
+def multilabel_report(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 7, zero_division: float = 0.0) -> dict:
+    """Micro / macro F1, per-class F1, Hamming loss and subset accuracy of (N, classes) 0/1 label matrices.
+
+    A class's F1 is ``2 tp / (2 tp + fp + fn)``; a class neither true nor predicted in any row (0 / 0) scores
+    ``zero_division`` and still counts in the macro average over all ``num_classes``, as does micro F1 when no
+    label is true or predicted. Equal to sklearn's ``f1_score(average="micro"|"macro", zero_division=...)``,
+    ``hamming_loss`` and ``accuracy_score`` (exact match) on indicator matrices.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 2 or y_true.shape[1] != num_classes or y_true.size == 0:
+        raise ValueError(f"y_true and y_pred must be non-empty (N, {num_classes}) matrices of equal shape")
+    if not (np.isin(y_true, (0, 1)).all() and np.isin(y_pred, (0, 1)).all()):
+        raise ValueError("multi-label matrices must hold 0 or 1 only")
+    truth, predicted = y_true.astype(bool), y_pred.astype(bool)
+    tp = (truth & predicted).sum(0).astype(np.float64)
+    wrong = (truth ^ predicted).sum(0)  # fp + fn per class
+    denominator = 2 * tp + wrong
+    f1 = np.divide(2 * tp, denominator, out=np.full(num_classes, float(zero_division)), where=denominator > 0)
+    return {
+        "micro_f1": float(2 * tp.sum() / denominator.sum()) if denominator.sum() else float(zero_division),
+        "macro_f1": float(f1.mean()),
+        "per_class_f1": f1.tolist(),
+        "hamming_loss": float(wrong.sum() / truth.size),
+        "subset_accuracy": float((truth == predicted).all(1).mean()),
     }
 
 

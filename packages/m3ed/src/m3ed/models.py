@@ -19,10 +19,18 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import Tensor, nn
 
+from m3ed.dialoguegcn import DialogueGCN
+from m3ed.mmgcn import MMGCN
 from m3ed.release import MODALITIES
 
-MODELS = ("mdi", "utt-mlp", "dialoguernn")
-MODEL_NAMES = {"mdi": "MDI", "utt-mlp": "utterance MLP", "dialoguernn": "DialogueRNN"}
+MODELS = ("mdi", "utt-mlp", "dialoguernn", "dialoguegcn", "mmgcn")
+MODEL_NAMES = {
+    "mdi": "MDI",
+    "utt-mlp": "utterance MLP",
+    "dialoguernn": "DialogueRNN",
+    "dialoguegcn": "DialogueGCN",
+    "mmgcn": "MMGCN",
+}
 BRANCHES = ("global", "local", "intra", "inter")
 FUSIONS = ("ecat", "lcat", "add", "gate")
 COMBINES = ("end", "per_block")
@@ -392,7 +400,18 @@ class DialogueRNN(nn.Module):
 # ---------------------------------------------------------------- builder
 
 # demo sizes of the baselines; ``paper`` and ``small`` use the official sizes
-_BASELINE_DEMO = {"utt-mlp": {"hidden": (128, 64)}, "dialoguernn": {"d_g": 64, "d_p": 64, "d_e": 32, "d_h": 32}}
+_BASELINES: dict[str, type[nn.Module]] = {
+    "utt-mlp": UtteranceMLP,
+    "dialoguernn": DialogueRNN,
+    "dialoguegcn": DialogueGCN,
+    "mmgcn": MMGCN,
+}
+_BASELINE_DEMO = {
+    "utt-mlp": {"hidden": (128, 64)},
+    "dialoguernn": {"d_g": 64, "d_p": 64, "d_e": 32, "d_h": 32},
+    "dialoguegcn": {"d_e": 32},
+    "mmgcn": {"d_e": 16, "hidden": 32, "layers": 4},
+}
 
 
 def build_model(
@@ -402,7 +421,7 @@ def build_model(
     preset: str = "demo",
     **overrides: object,
 ) -> nn.Module:
-    """Build ``"mdi"``, ``"utt-mlp"`` or ``"dialoguernn"`` at a preset (``paper``, ``small``, ``demo``).
+    """Build ``"mdi"`` or a baseline (``MODELS``) at a preset (``paper``, ``small``, ``demo``).
 
     ``overrides`` replace ``MDIConfig`` fields for MDI (e.g. ``branches``, ``combine``, ``fusion``) and
     constructor arguments for the baselines; unknown keys raise ``ValueError``.
@@ -411,15 +430,15 @@ def build_model(
         raise ValueError(f"preset must be paper, small or demo, got {preset!r}")
     if name == "mdi":
         allowed = {f.name for f in fields(MDIConfig)}
-    elif name in ("utt-mlp", "dialoguernn"):
-        cls = UtteranceMLP if name == "utt-mlp" else DialogueRNN
+    elif name in _BASELINES:
+        cls = _BASELINES[name]
         allowed = set(inspect.signature(cls).parameters) - {"modalities", "input_dims"}
     else:
-        raise ValueError(f"model must be mdi, utt-mlp or dialoguernn, got {name!r}")
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {name!r}")
     unknown = set(overrides) - allowed
     if unknown:
         raise ValueError(f"unknown {name} options {sorted(unknown)}; known: {sorted(allowed)}")
     if name == "mdi":
         return MDI(replace(getattr(MDIConfig, preset)(modalities, input_dims), **overrides))
     defaults = _BASELINE_DEMO[name] if preset == "demo" else {}
-    return cls(modalities, input_dims, **{**defaults, **overrides})
+    return cls(_ordered(tuple(modalities)), input_dims, **{**defaults, **overrides})

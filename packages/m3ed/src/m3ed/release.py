@@ -54,14 +54,18 @@ def parse_emotions(text: str, where: str) -> list[int]:
 def parse_hmsf(text: str, fps: int = 25, *, lenient: bool = False) -> float:
     """Seconds of an ``HH:MM:SS:FF`` time stamp whose FF counts frames at ``fps``.
 
-    ``lenient`` accepts the relation file's hand-typed stamps (70 of its 1,016 entries have one-digit
-    fields or frames >= 25, e.g. ``00:31:55:142``): the frame is clipped to ``fps - 1``.
+    FF may equal ``fps``, as the authors' subtitle converter writes it (``trans_ms_frames`` in
+    ``preprocess/convert_srt_to_annot.py`` of github.com/JinmingZhao/MEmoConv rounds an end time's
+    milliseconds up to ``ceil(ms / 40)`` frames without carrying into the seconds): ``00:00:01:25`` is the
+    start of second 2, as the authors' frame index ``s * 25 + FF`` reads it. ``lenient`` also accepts the
+    relation file's hand-typed stamps (one-digit fields or frames above ``fps``, e.g. ``00:31:55:142``; 79
+    stamps in 63 of its 1,016 entries): such a frame is clipped to ``fps``.
     """
     match = (_HMSF_LENIENT if lenient else _HMSF).fullmatch(str(text).strip())
-    if match is None or int(match[2]) >= 60 or int(match[3]) >= 60 or (int(match[4]) >= fps and not lenient):
-        raise UserError(f"malformed time {text!r}: expected HH:MM:SS:FF with FF < {fps} (frames at {fps} fps)")
+    if match is None or int(match[2]) >= 60 or int(match[3]) >= 60 or (int(match[4]) > fps and not lenient):
+        raise UserError(f"malformed time {text!r}: expected HH:MM:SS:FF with FF <= {fps} (frames at {fps} fps)")
     hours, minutes, seconds, frames = (int(g) for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds + min(frames, fps - 1) / fps
+    return hours * 3600 + minutes * 60 + seconds + min(frames, fps) / fps
 
 
 def format_hmsf(frame: int, fps: int = 25) -> str:
@@ -360,15 +364,23 @@ def save_feature_pickle(path: Path, bundle: FeatureBundle) -> Path:
 
 
 class M3EDRelease:
-    """A release folder: ``annotation.json``, ``splitInfo/``, optional relation file, and a feature pickle."""
+    """A release folder: ``annotation.json``, ``splitInfo/``, optional relation file, and a feature pickle.
 
-    def __init__(self, root: Path, features: str | None = None) -> None:
+    ``annotations=False`` reads the feature pickle alone (its labels and train/val/test lists), as the
+    official MDI code does: ``annotation.json``, ``splitInfo/`` and the relation file are not read.
+    """
+
+    def __init__(self, root: Path, features: str | None = None, *, annotations: bool = True) -> None:
         self.root = require_path(root, "M3ED release folder", kind="dir")
-        self.splits = read_splits(self.root)
-        self.dialogues = load_annotation(self.root / "annotation.json", self.splits)
+        self.splits: dict[str, str] = {}
+        self.dialogues: list[Dialogue] = []
+        self.relation: dict[str, EpisodeSpan] = {}
+        if annotations:
+            self.splits = read_splits(self.root)
+            self.dialogues = load_annotation(self.root / "annotation.json", self.splits)
+            relation_path = self.root / "relation_annotation_release.json"
+            self.relation = load_relation(relation_path) if relation_path.is_file() else {}
         self.by_id = {d.dialogue_id: d for d in self.dialogues}
-        relation_path = self.root / "relation_annotation_release.json"
-        self.relation = load_relation(relation_path) if relation_path.is_file() else {}
         self.features = load_feature_pickle(self.root / (features or self._single_pickle()))
 
     def _single_pickle(self) -> str:

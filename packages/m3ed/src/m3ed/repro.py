@@ -8,6 +8,8 @@ is the one of the same speaker's previous utterance), every run is :func:`m3ed.e
 best-validation epoch:
 
 - MDI vs the utterance-level MLP (no context) vs DialogueRNN, for every modality combination;
+- all five models (those three, DialogueGCN and MMGCN) on A+V+L, on the single-label task and on the
+  multi-label task (micro and macro F1 at the best-validation micro F1);
 - MDI's interaction branches one at a time on top of the global branch, all four, and the combination
   the paper's Figure 2 draws (``per_block``) instead of the released ``end``.
 """
@@ -30,6 +32,8 @@ from shared.logging import get_logger
 from shared.report import RunCache, format_mean_std, markdown_table, mean_std, plot_bars, write_results
 
 COMBINATIONS = ("a", "v", "l", "av", "al", "vl", "avl")
+#: The models of the per-combination table; every model of MODEL_NAMES runs on A+V+L for both tasks.
+CONTEXT_MODELS = ("mdi", "utt-mlp", "dialoguernn")
 #: MDI's branch ablations on A+V+L: run name and options (None: the all-four MDI run of the comparison).
 ABLATIONS: dict[str, tuple[str, dict[str, Any]] | None] = {
     "global": ("global", {"branches": ("global",)}),
@@ -59,7 +63,7 @@ def run(out: Path, device: torch.device, *, seeds: int = 3, preset: str = "demo"
     release = open_release(None)
     started = time.monotonic()
 
-    def score(name: str, seed: int, **options: Any) -> float:
+    def train_run(name: str, seed: int, **options: Any) -> dict:
         config = build_config(preset, seed=seed, epochs=epochs, **options)
         run_name = f"{name}-seed{seed}"
 
@@ -68,15 +72,23 @@ def run(out: Path, device: torch.device, *, seeds: int = 3, preset: str = "demo"
             return fit(config, run_out, device, release=release, info={"preset": preset}, quiet=True)
 
         result = cache.run(run_name, {"config": config}, train)
-        log.info(f"seed {seed} {name}: test weighted F1 {result['test_weighted_f1']:.2f}")
-        return result["test_weighted_f1"]
+        key = "test_weighted_f1" if config.task == "single" else "test_micro_f1"
+        log.info(f"seed {seed} {name}: {key} {result[key]:.2f}")
+        return result
+
+    def score(name: str, seed: int, **options: Any) -> float:
+        return train_run(name, seed, **options)["test_weighted_f1"]
 
     context: dict[str, dict[str, list[float]]] = {m: {c: [] for c in COMBINATIONS} for m in MODEL_NAMES}
+    multi: dict[str, dict[str, list[float]]] = {m: {"micro_f1": [], "macro_f1": []} for m in MODEL_NAMES}
     ablation: dict[str, list[float]] = {name: [] for name in ABLATIONS}
     for seed in range(seeds):
         for model in MODEL_NAMES:
-            for combo in COMBINATIONS:
+            for combo in COMBINATIONS if model in CONTEXT_MODELS else ("avl",):
                 context[model][combo].append(score(f"{model}-{combo}", seed, model=model, modalities=combo))
+            result = train_run(f"{model}-avl-multi", seed, model=model, modalities="avl", task="multi")
+            for measure, values in multi[model].items():
+                values.append(result[f"test_{measure}"])
         for label, variant in ABLATIONS.items():
             if variant is None:
                 ablation[label].append(context["mdi"]["avl"][-1])
@@ -86,12 +98,19 @@ def run(out: Path, device: torch.device, *, seeds: int = 3, preset: str = "demo"
 
     epochs = epochs or PRESETS[preset]["epochs"]
     headers = ["model", *(c.upper() for c in COMBINATIONS)]
-    rows = [[MODEL_NAMES[m], *(format_mean_std(context[m][c]) for c in COMBINATIONS)] for m in MODEL_NAMES]
+    rows = [[MODEL_NAMES[m], *(format_mean_std(context[m][c]) for c in COMBINATIONS)] for m in CONTEXT_MODELS]
     table = markdown_table(headers, rows)
+    tasks_table = markdown_table(
+        ["model (A+V+L)", "single-label weighted F1", "multi-label micro F1", "multi-label macro F1"],
+        [
+            [MODEL_NAMES[m], format_mean_std(context[m]["avl"]), *(format_mean_std(v) for v in multi[m].values())]
+            for m in MODEL_NAMES
+        ],
+    )
     ablation_table = markdown_table(
         ["MDI branches (A+V+L)", "test weighted F1"], [[k, format_mean_std(v)] for k, v in ablation.items()]
     )
-    mdi, mlp, rnn = (mean_std(context[m]["avl"])[0] for m in MODEL_NAMES)
+    mdi, mlp, rnn = (mean_std(context[m]["avl"])[0] for m in CONTEXT_MODELS)
     wins = sum(mean_std(context["mdi"][c])[0] >= mean_std(context["utt-mlp"][c])[0] + 5 for c in COMBINATIONS)
     headline = (
         f"A+V+L test WF1: MDI {mdi:.2f} vs utterance MLP {mlp:.2f} ({mdi - mlp:+.2f}) vs DialogueRNN {rnn:.2f}; "
@@ -100,12 +119,13 @@ def run(out: Path, device: torch.device, *, seeds: int = 3, preset: str = "demo"
     figure = plot_bars(
         out / "results.png",
         ["+".join(c.upper()) for c in COMBINATIONS],
-        {MODEL_NAMES[m]: [context[m][c] for c in COMBINATIONS] for m in MODEL_NAMES},
+        {MODEL_NAMES[m]: [context[m][c] for c in COMBINATIONS] for m in CONTEXT_MODELS},
         ylabel="test weighted F1 (%)",
         title=f"synthetic M3ED release, {preset} models ({seeds} seed(s), {epochs} epochs)",
     )
     results = {
-        "context": context,
+        "context": {m: {c: v for c, v in combos.items() if v} for m, combos in context.items()},
+        "multi_label": multi,
         "ablation": ablation,
         "preset": preset,
         "epochs": epochs,
@@ -118,7 +138,8 @@ def run(out: Path, device: torch.device, *, seeds: int = 3, preset: str = "demo"
         table=table,
         headline=headline,
         results=results,
-        notes=f"MDI branch ablations:\n\n{ablation_table}",
+        notes=f"All five models on A+V+L, single- and multi-label (test scores at the best-validation epoch):"
+        f"\n\n{tasks_table}\n\nMDI branch ablations:\n\n{ablation_table}",
         figure=figure,
     )
     return {**results, "headline": headline}

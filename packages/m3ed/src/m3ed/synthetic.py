@@ -3,7 +3,8 @@
 Dialogue shapes and label dynamics follow the M3ED ratios (the authors' notes, ``codes/note.md`` of
 github.com/JinmingZhao/MEmoConv): utterances per dialogue ~ clipped Poisson(24.7), utterances per turn
 1 + Poisson(1.69), labels a Markov chain with intra-turn inertia 0.79 and inter-turn inertia 0.33 over the
-train-set class prior, 10.7% multi-label utterances.
+train-set class prior, 10.7% multi-label utterances: a main emotion with a listed partner gets a
+secondary one (drawn from the notes' co-occurrence list, by count) at a rate that makes 10.7% overall.
 
 Features: per modality, a fixed random unit prototype per class scaled by the modality's SNR, plus
 Gaussian noise made of a "confusion" part inside the span of the prototypes (unit variance per prototype
@@ -11,7 +12,10 @@ direction, which sets the Bayes error) and a small isotropic part (norm about 1,
 learnable from a few hundred utterances); rows are scaled by sqrt(dim) so coordinates are O(1). For
 ``ambiguous_fraction`` of the utterances that have an earlier utterance by the same speaker, the class
 prototype is replaced by a shared "ambiguous" prototype and the label copies that earlier utterance's
-label: only the same speaker's context recovers it.
+label: only the same speaker's context recovers it. A multi-label utterance also carries a fixed random
+unit direction of its secondary emotion (one per emotion and modality, scaled by ``secondary_snr`` times
+the modality's SNR, drawn from a generator of its own so the rest of the release is that of the
+single-label generator): the secondary emotion is recoverable from the features.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class SyntheticConfig:
     inter_inertia: float = 0.33
     multi_label_rate: float = 0.107
     ambiguous_fraction: float = 0.4
+    secondary_snr: float = 2.0  # strength of the secondary emotion's direction, relative to the modality SNR
     snr: dict[str, float] = field(default_factory=lambda: {"text": 1.2, "audio": 0.8, "visual": 0.5})
     feature_file: str = FEATURE_FILE
     extra_relation_dialogues: int = 3
@@ -130,6 +135,14 @@ def _features(rng: np.random.Generator, classes: np.ndarray, dim: int, snr: floa
     rows = snr * prototypes[classes] + rng.standard_normal((n, len(prototypes))) @ prototypes
     rows += rng.standard_normal((n, dim)) / np.sqrt(dim)
     return (rows * np.sqrt(dim)).astype(np.float32)
+
+
+def _secondary_directions(rng: np.random.Generator, seconds: np.ndarray, dim: int, snr: float) -> np.ndarray:
+    """Rows sqrt(dim) * snr * (unit direction of the secondary emotion), zero where ``seconds`` is -1 (none)."""
+    directions = rng.standard_normal((len(EMOTIONS), dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    rows = np.where(seconds[:, None] >= 0, directions[seconds], 0.0)
+    return (snr * np.sqrt(dim) * rows).astype(np.float32)
 
 
 def _annotation_entry(rng: np.random.Generator, utt: dict, frame: int) -> tuple[dict, int]:
@@ -234,6 +247,10 @@ def make_synthetic_release(root: Path, config: SyntheticConfig | None = None, se
     utts = [u for d in dialogues.values() for u in d]
     classes = np.array([len(EMOTIONS) if u["ambiguous"] else u["label"] for u in utts])
     features = {m: _features(rng, classes, dims[m], cfg.snr[m]) for m in MODALITIES}
+    seconds = np.array([u["multi"][1] if len(u["multi"]) > 1 else -1 for u in utts])
+    secondary_rng = np.random.default_rng([seed, 1])
+    for m in MODALITIES:
+        features[m] += _secondary_directions(secondary_rng, seconds, dims[m], cfg.secondary_snr * cfg.snr[m])
     offsets = np.cumsum([0] + [len(d) for d in dialogues.values()])
     rows = {
         m: {d: features[m][a:b] for d, a, b in zip(dialogues, offsets[:-1], offsets[1:], strict=True)}
