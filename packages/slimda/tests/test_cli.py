@@ -257,7 +257,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, trained):
     corrupt.write_bytes(b"not a checkpoint")
     assert "bad.pt" in _error(capsys, scli.eval_command, ["--weights", str(corrupt)])
     budget = _error(capsys, scli.select_command, ["--weights", str(trained / "final.pt"), "--budgets", "1/1000"])
-    assert "no architecture meets budget" in budget and "smallest, 0.25" in budget
+    assert "no architecture meets budget" in budget and "smallest, 0.1" in budget
     repro = ["--budgets", "1,1/1000", "--out", str(tmp_path / "repro"), "--device", "cpu"]
     assert "no architecture meets budget 0.001" in _error(capsys, scli.repro_command, repro)  # before any training
     assert not (tmp_path / "repro" / "runs").exists()
