@@ -8,7 +8,7 @@ CPU-sized model (MDI d 64) on the synthetic release, 15 epochs of 8 dialogues. T
 the preset and the model (official: MDI 3e-5, utterance MLP 1e-3, DialogueRNN 2e-4).
 
 ``task`` picks the target: ``single`` (the benchmark: final_main_emo, 7-way cross-entropy, selection on
-weighted F1) or ``multi`` (spec §4.4: final_mul_emo as multi-hot targets, 7 sigmoids with BCE-with-logits,
+weighted F1) or ``multi`` (the release's final_mul_emo labels as multi-hot targets, 7 sigmoids with BCE-with-logits,
 selection on micro F1); the official code has only the first.
 """
 

@@ -4,9 +4,9 @@
 Cross-entropy over real utterances (padding labels are -1 and ignored), AdamW, a per-step cosine
 schedule without warm-up, gradient clipping at norm 5, and model selection on the validation
 weighted F1: the reported test score is the one of the best-validation epoch, as in the paper. The
-multi-label task (``TrainConfig.task == "multi"``, spec §4.4; not in the official code) trains the same 7
-logits with sigmoid BCE on multi-hot targets (:func:`multilabel_loss`), predicts the emotions whose sigmoid
-exceeds 0.5 (:func:`multilabel_predictions`) and selects on the validation micro F1.
+multi-label task (``TrainConfig.task == "multi"``; the paper annotates it, the official code has no model)
+trains the same 7 logits with sigmoid BCE on multi-hot targets (:func:`multilabel_loss`), predicts the
+emotions whose sigmoid exceeds 0.5 (:func:`multilabel_predictions`) and selects on the validation micro F1.
 
 :func:`fit` runs a whole configuration and owns its files (``config.json``, ``metrics.jsonl``, one
 checkpoint per epoch, ``model.pt``, ``results.json``) and ``--resume``; :func:`evaluate_run` scores a run
@@ -76,7 +76,7 @@ def utterance_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Ten
 def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sigmoid BCE-with-logits over the real utterances of a (n, B, 7) batch, averaged over their 7 x count terms.
 
-    Spec §4.4 (no official multi-label code): ``targets`` are the multi-hot final_mul_emo rows; padding is
+    No official multi-label code exists: ``targets`` are the multi-hot final_mul_emo rows; padding is
     the positions whose ``labels`` are -1, ignored as in :func:`utterance_loss`.
     """
     real = labels >= 0
@@ -321,7 +321,7 @@ def evaluate_run(
 def tabulate_runs(runs: Sequence[str | Path]) -> str:
     """The paper's benchmark table (models x modality combinations, val and test weighted F1) of many runs,
     aggregated as the official ``codes/get_results.py`` does (:func:`m3ed.metrics.aggregate_runs`); runs of
-    the multi-label task make their own table of micro F1 (spec §4.4: never mixed into the benchmark)."""
+    the multi-label task make their own table of micro F1 (never mixed into the single-label benchmark)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     tasks = set()
     for run in runs:
