@@ -128,12 +128,12 @@ def run(
         raise UserError(f"--samples must be >= 0, got {samples}")
     log = get_logger()
     cache = RunCache(out / "runs", __version__)
-    domains = load_domains(build_config(preset, dataset))
+    base = build_config(preset, dataset, iterations=iterations, bn_forward=bn_forward)  # what every bank shares
+    domains = load_domains(base)
     if "slimda" in variants:  # before any training: a budget no architecture meets
-        config = build_config(preset, dataset, iterations=iterations, bn_forward=bn_forward)
         with torch.device("meta"):
-            bank = ModelBank(config.backbone, domains[0].num_classes)
-        check_budgets(bank, config, budgets)
+            bank = ModelBank(base.backbone, domains[0].num_classes)
+        check_budgets(bank, base, budgets)
     started = time.monotonic()
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for seed in range(seeds):
@@ -156,8 +156,8 @@ def run(
             runs[variant].append(record)
     results = summarise(runs, dataset=dataset, preset=preset, seeds=seeds)
     results["seconds"] = round(time.monotonic() - started, 1)
-    results["bn_forward"] = config.bn_forward
-    title = f"SlimDA on {dataset} ({seeds} seed(s), {preset}, {config.bn_forward} BN forwards)"
+    results["bn_forward"] = base.bn_forward
+    title = f"SlimDA on {dataset} ({seeds} seed(s), {preset}, {base.bn_forward} BN forwards)"
     first = runs[variants[0]][0]["widths"]
     figure = plot_lines(
         out / "results.png",
