@@ -49,6 +49,7 @@ def test_modalities_and_mdi_options():
         ({"task": "multi", "annotations": "none"}, "--task multi needs annotation.json"),
         ({"task": "multi", "class_weights": True}, "--class-weights applies to --task single only"),
         ({"at_least_one": True}, "--at-least-one applies to --task multi only"),
+        ({"nodal_attention": False}, "--no-nodal-attention applies to --model dialoguegcn only"),
     ],
 )
 def test_impossible_values_are_refused(overrides, message):

@@ -165,6 +165,25 @@ def test_context_changes_predictions():
         assert not torch.allclose(before[0], after[0], atol=1e-4)
 
 
+def test_dialoguegcn_without_nodal_attention_classifies_each_node_itself():
+    """Without the nodal attention an utterance's logits are the head applied to its own [g, h] (official
+    ``classify_node_features`` without ``nodal_attn``); with it they read the attention-weighted dialogue."""
+    torch.manual_seed(0)
+    plain = build_model("dialoguegcn", AVL, DIMS, "demo", nodal_attention=False).eval()
+    feats, speakers, pad_mask = _batch([6])
+    nodes = {}
+    plain.linear.register_forward_hook(lambda module, args, out: nodes.update(e=args[0]))
+    with torch.no_grad():
+        logits = plain(feats, speakers, pad_mask)
+        head = plain.classifier(torch.relu(plain.linear(nodes["e"])))
+    assert plain.attention is None and nodes["e"].shape == (1, 6, 3 * 32)
+    assert torch.allclose(logits.transpose(0, 1), head, atol=1e-6)
+    attended = build_model("dialoguegcn", AVL, DIMS, "demo")
+    attended.load_state_dict(plain.state_dict(), strict=False)  # the same weights plus the attention
+    with torch.no_grad():
+        assert not torch.allclose(attended.eval()(feats, speakers, pad_mask), logits, atol=1e-4)
+
+
 def test_mmgcn_speaker_embedding_is_used():
     torch.manual_seed(0)
     model = build_model("mmgcn", AVL, DIMS, "demo").eval()
@@ -208,16 +227,22 @@ def test_parameter_counts_match_hand_formulas():
     mm = build_model("mmgcn", AVL, PAPER_DIMS, "paper")
     assert _count(mm) == mmgcn_parameters(list(PAPER_DIMS.values()), True, 100, 100, 64) == 2_217_407
     demo = build_model("mmgcn", ("audio", "visual"), PAPER_DIMS, "demo")
-    assert _count(demo) == mmgcn_parameters([1024, 342], False, 16, 32, 4)
+    assert _count(demo) == mmgcn_parameters([1024, 342], False, 64, 64, 8)
+    node = 2 * 180 + 180  # without nodal attention its (W, b) of the [g, h] nodes are not built
+    assert _count(build_model("dialoguegcn", AVL, PAPER_DIMS, "paper", nodal_attention=False)) == 4_190_647 - (
+        node * node + node
+    )
 
 
 # ---------------------------------------------------------------- end to end
 
 
-@pytest.mark.parametrize("name", ["dialoguegcn", "mmgcn"])
-def test_train_writes_a_run(name, tmp_path):
+@pytest.mark.parametrize(("name", "options"), [("dialoguegcn", ["--no-nodal-attention"]), ("mmgcn", [])])
+def test_train_writes_a_run(name, options, tmp_path):
     out = tmp_path / name
-    results = cli.train_command(["--model", name, "--modalities", "al", "--epochs", "2", "--quiet", "--out", str(out)])
+    argv = ["--model", name, *options, "--modalities", "al", "--epochs", "2", "--quiet", "--out", str(out)]
+    results = cli.train_command(argv)
     assert results["model"] == name and results["parameters"] > 0
+    assert results["overrides"] == ({"nodal_attention": False} if options else {})
     assert json.loads((out / "results.json").read_text())["test_weighted_f1"] == results["test_weighted_f1"]
     assert (out / "model.pt").exists()

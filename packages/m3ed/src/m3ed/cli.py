@@ -70,6 +70,13 @@ def train_parser() -> cli.ArgumentParser:
     parser.add_argument(
         "--freeze-fusion-projection", action="store_true", help="keep the fusion Linear at init (official quirk)"
     )
+    parser.add_argument(
+        "--no-nodal-attention",
+        dest="nodal_attention",
+        action="store_false",
+        help="DialogueGCN: classify [g, h] directly instead of through the nodal attention (paper eqs. 4-6), as "
+        "the official code does without --nodal_attention (the M3ED runs set it)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     parser.add_common_args()
     parser.set_presets(PRESETS, default="demo")

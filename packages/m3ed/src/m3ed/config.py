@@ -62,6 +62,7 @@ class TrainConfig:
     combine: str | None = None  # MDI branch combination, end or per_block (default: end)
     fusion: str | None = None  # MDI fusion, ecat, lcat, add or gate (default: ecat)
     freeze_fusion_projection: bool = False  # keep MDI's fusion Linear at init (the official runs' quirk)
+    nodal_attention: bool = True  # DialogueGCN's nodal attention (paper eqs. 4-6; the M3ED runs use it)
     seed: int = 0
     amp: bool = False
     workers: int = 0
@@ -73,7 +74,9 @@ class TrainConfig:
 
     @property
     def model_overrides(self) -> dict[str, Any]:
-        """The ``MDIConfig`` fields this run changes (none for the baselines)."""
+        """The ``MDIConfig`` fields (or baseline constructor arguments) this run changes."""
+        if self.model == "dialoguegcn" and not self.nodal_attention:
+            return {"nodal_attention": False}
         if self.model != "mdi":
             return {}
         overrides: dict[str, Any] = {}
@@ -137,6 +140,10 @@ def check(config: TrainConfig) -> None:
         ),
         (config.task == "single" or not config.class_weights, "--class-weights applies to --task single only"),
         (config.task == "multi" or not config.at_least_one, "--at-least-one applies to --task multi only"),
+        (
+            config.nodal_attention or config.model == "dialoguegcn",
+            "--no-nodal-attention applies to --model dialoguegcn only",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -123,6 +123,8 @@ class DialogueGCN(nn.Module):
     Concatenated features -> Linear to ``d_e`` (``--use_input_project``) -> 2-layer BiLSTM ``d_e`` (sequential
     context ``g``) -> edge weights (eq. 1) -> RGCN over the speaker-relation graph (eq. 2) -> GraphConv (eq. 3)
     -> ``[g, h]`` -> nodal attention (eqs. 4-6) -> Linear ``d_graph`` -> ReLU -> dropout -> Linear (eqs. 7-9).
+    ``nodal_attention=False`` feeds ``[g, h]`` to the classifier directly, as the official code does without
+    ``--nodal_attention`` (its default; the M3ED runs set it).
 
     Differences from the official code: the BiLSTM runs on each dialogue's real steps (the official one runs
     over the padded batch, so a shorter dialogue's backward states read its padding); features are
@@ -144,6 +146,7 @@ class DialogueGCN(nn.Module):
         bases: int = 30,
         max_seq_len: int = 110,
         dropout: float = 0.4,
+        nodal_attention: bool = True,
         num_classes: int = 7,
     ) -> None:
         super().__init__()
@@ -155,7 +158,7 @@ class DialogueGCN(nn.Module):
         self.edge_attention = EdgeAttention(2 * d_e, max_seq_len)
         self.conv1 = RelationalGraphConv(2 * d_e, d_graph, RELATIONS, bases)
         self.conv2 = GraphConv(d_graph)
-        self.attention = MatchingAttention(2 * d_e + d_graph)
+        self.attention = MatchingAttention(2 * d_e + d_graph) if nodal_attention else None
         self.linear = nn.Linear(2 * d_e + d_graph, d_graph)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(d_graph, num_classes)
@@ -166,6 +169,8 @@ class DialogueGCN(nn.Module):
         relations = relation_graph(speakers, pad_mask, self.window_past, self.window_future)
         h = self.conv1(g, self.edge_attention(g, relations), relations)
         h = self.conv2(h, relations >= 0)
-        e = self.attention(torch.cat([g, h], dim=-1), pad_mask)
+        e = torch.cat([g, h], dim=-1)
+        if self.attention is not None:
+            e = self.attention(e, pad_mask)
         logits = self.classifier(self.dropout(F.relu(self.linear(e))))
         return logits.transpose(0, 1)

@@ -410,7 +410,7 @@ _BASELINE_DEMO = {
     "utt-mlp": {"hidden": (128, 64)},
     "dialoguernn": {"d_g": 64, "d_p": 64, "d_e": 32, "d_h": 32},
     "dialoguegcn": {"d_e": 32},
-    "mmgcn": {"d_e": 16, "hidden": 32, "layers": 4},
+    "mmgcn": {"d_e": 64, "hidden": 64, "layers": 8},
 }
 
 
