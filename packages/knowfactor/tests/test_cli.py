@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from knowfactor import cli, engine
-from shared.checkpoint import load_checkpoint
+from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.cli import main
 from shared.logging import read_metrics
 
@@ -124,6 +124,44 @@ def test_eval_reports_each_factor_equal_to_the_assembly(runs, sprites, capsys):
         assert evaluate(runs["kf"] / "factors" / f"{task}.pt", sprites)["tasks"] == {task: report["tasks"][task]}
 
 
+def test_eval_reads_the_data_of_the_run_it_evaluates(runs, sprites, tmp_path, capsys):
+    """Without --data, the file's run data (the small sprites file: 96 test images), not the embedded set."""
+    saved = load_checkpoint(runs["kf"] / "kf.pt")
+    assert saved["data"] == str(sprites.resolve())
+    assert json.loads((runs["kf"] / "config.json").read_text())["data"] == str(sprites)
+    report = cli.eval_command(["--weights", str(runs["kf"] / "kf.pt"), "--device", "cpu"])
+    assert report["tasks"] == evaluate(runs["kf"] / "kf.pt", sprites)["tasks"]
+    correct = {t: round(a * 96 / 100) for t, a in report["tasks"].items()}
+    assert all(a == pytest.approx(100 * correct[t] / 96, abs=1e-9) for t, a in report["tasks"].items())
+    moved = tmp_path / "kf.pt"  # a file whose run data has gone
+    moved.write_bytes((runs["kf"] / "kf.pt").read_bytes())
+    gone = dict(saved, data=str(tmp_path / "gone.npz"))
+    save_checkpoint(moved, gone)
+    assert run(cli.eval_command, ["--weights", moved, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "gone.npz, the data of the run" in err and "--data" in err and len(err.strip().splitlines()) == 1
+
+
+def test_assembly_in_a_fresh_process_equals_the_factor_networks(runs, tmp_path):
+    """As a user does it: factor files written by one process, knowfactor-assemble run in another; the assembled
+    file, loaded here, gives the logits of the factor networks loaded from their own files (no shared objects)."""
+    factors = [runs["kf"] / "factors" / f"{t}.pt" for t in TASKS[::-1]]
+    multi = tmp_path / "multi.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "knowfactor.cli", "assemble", "--factors", *map(str, factors), "--out", str(multi)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assembled, _ = engine.load_network(multi)
+    alone = [engine.load_factor(path)[0] for path in factors]
+    assert assembled.CKN is not alone[0].CKN
+    x = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        together = assembled(x)
+        for factor, logits in zip(alone, together, strict=True):
+            assert torch.equal(factor(x), logits)
+            assert not torch.equal(logits, torch.zeros_like(logits))
+
+
 def test_assembled_factors_evaluate_like_the_factor_networks(runs, sprites, tmp_path):
     factors = runs["kf"] / "factors"
     reference = evaluate(runs["kf"] / "kf.pt", sprites)["tasks"]
@@ -212,6 +250,10 @@ def test_bad_input_is_one_line_and_exit_code_2(runs, common, sprites, tmp_path, 
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x02garbage")
     missing = tmp_path / "nowhere" / "teacher.pt"
+    single_array = tmp_path / "imgs.npy"
+    np.save(single_array, np.zeros((4, 64, 64), dtype=np.uint8))
+    bytes_255 = tmp_path / "sprites255.npz"  # 0-255 floats where dSprites holds 0/1
+    np.savez(bytes_255, imgs=np.full((4, 64, 64), 255.0, np.float32), latents_classes=np.zeros((4, 6), np.int64))
     data = ["--data", sprites, "--device", "cpu", "--quiet"]
     kf = ["--method", "kf", "--epochs", "1"]
     cases = [
@@ -239,6 +281,10 @@ def test_bad_input_is_one_line_and_exit_code_2(runs, common, sprites, tmp_path, 
         (cli.train_command, [*kf, "--data", not_a_zip, "--teacher", teacher], "not a readable .npz"),
         (cli.train_command, [*kf, "--data", no_latents, "--teacher", teacher], "latents_classes"),
         (cli.train_command, [*kf, *data, "--tasks", "shape,colour", "--teacher", teacher], "unknown task"),
+        (cli.train_command, [*kf, "--data", single_array, "--teacher", teacher], "single .npy array"),
+        (cli.train_command, [*kf, "--data", bytes_255, "--teacher", teacher], "0/1 pixels"),
+        # the demo preset trains its own teacher only with a CPU-scale config, never a 200-epoch CIFAR teacher
+        (cli.train_command, [*kf, "--config", "cifar10_wrn28_2_to_r18", "--data", tmp_path], "needs --teacher"),
         (cli.train_command, [*kf, *data, "--epochs", "0"], "--epochs"),
         (cli.train_command, [*kf, *data, "--batch-size", "0"], "--batch-size"),
         (cli.eval_command, ["--weights", tmp_path / "none.pt"], "none.pt"),
@@ -292,11 +338,12 @@ def test_every_console_script_answers_help():
         helps[name], err = proc.communicate(timeout=120)
         assert proc.returncode == 0, (name, err[-2000:])
         assert helps[name].startswith(f"usage: {name}"), helps[name][:200]
-    for option in ("--method", "--teacher", "--tasks", "--beta", "--official-teacher-bn", "--preset", "--resume"):
+    for option in ("--method", "--teacher", "--tasks", "--beta", "--official-teacher-bn", "--kd-variant", "--resume"):
         assert option in helps["knowfactor-train"]
     assert "--workers" not in helps["knowfactor-train"]  # the data sit in memory: no loader processes
     assert "--factors" in helps["knowfactor-assemble"] and "--weights" in helps["knowfactor-eval"]
-    for option in ("--seeds", "--preset", "--device", "--threads", "--epochs", "small"):
+    assert "dsprites_official" in helps["knowfactor-train"] and "shape3d_official" in helps["knowfactor-train"]
+    for option in ("--seeds", "--preset", "--device", "--threads", "--epochs", "--beta", "small"):
         assert option in helps["knowfactor-repro"]
 
 

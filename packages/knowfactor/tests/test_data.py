@@ -49,12 +49,15 @@ def test_cifar10_pickles_load(tmp_path):
     for root in (tmp_path, tmp_path / "cifar-10-batches-py"):
         d = load_cifar10(root)
         assert d.x_train.shape == (10, 3, 32, 32) and d.x_test.shape == (2, 3, 32, 32)
-        assert d.x_train.dtype == torch.float32
+        assert d.x_train.dtype == torch.uint8 and d.x_test.dtype == torch.float32  # train: for the train pipeline
         assert d.y_train[:, 0].tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5]
         assert d.y_test[:, 0].tolist() == [5, 6]
-        assert torch.all(d.x_train[:, 0] == 1.0) and torch.all(d.x_train[:, 2] == 0.0)
-        assert d.x_train[2, 1, 0, 5].item() == pytest.approx(10 / 255)  # row-major (C, H, W) layout
-        assert (d.task_names, d.task_classes) == (["class"], [10])
+        assert torch.all(d.x_train[:, 0] == 255) and torch.all(d.x_train[:, 2] == 0)
+        assert d.x_train[2, 1, 0, 5].item() == 10  # row-major (C, H, W) layout
+        # test images: the release's Normalize on 0-255 values, CIFAR-10 mean and std
+        assert torch.allclose(d.x_test[:, 0], torch.full((2, 32, 32), (255 - 125.307) / 51.5865))
+        assert torch.allclose(d.x_test[:, 2], torch.full((2, 32, 32), -113.8575 / 51.255))
+        assert (d.task_names, d.task_classes, d.pipeline.name) == (["class"], [10], "cifar10")
 
 
 def test_cifar10_one_vs_rest(tmp_path):
@@ -64,6 +67,15 @@ def test_cifar10_one_vs_rest(tmp_path):
     assert d.task_names[0] == "is_airplane"
     assert d.y_train.argmax(1).tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5]
     assert d.y_train.sum(1).tolist() == [1] * 10
+
+
+def test_cifar_float_images_are_refused(tmp_path):
+    folder = tmp_path / "c"
+    write_cifar(folder)
+    with (folder / "test_batch").open("wb") as f:
+        pickle.dump({b"data": np.full((2, 3072), 255.0, np.float32), b"labels": [0, 1]}, f)
+    with pytest.raises(UserError, match=r"data must be uint8 0-255.*float32"):
+        load_cifar10(folder)
 
 
 def test_cifar100_pickle_is_refused(tmp_path):
@@ -96,21 +108,24 @@ def test_image_folder_loads(tmp_path):
     write_folder(tmp_path, "train", {"red": (255, 0, 0), "blue": (0, 0, 255)}, count=3)
     write_folder(tmp_path, "test", {"red": (255, 0, 0)})
     (tmp_path / "train" / "red" / "notes.txt").write_text("ignored")
-    d = load_image_folder(tmp_path, 8)
-    assert d.x_train.shape == (6, 3, 8, 8) and d.x_test.shape == (2, 3, 8, 8)
-    assert d.task_classes == [2]
+    d = load_image_folder(tmp_path)
+    # train: resized to 256 (short side), centre-cropped square, uint8; test: Resize 256, CenterCrop 224, Normalize
+    assert d.x_train.shape == (6, 3, 256, 256) and d.x_train.dtype == torch.uint8
+    assert d.x_test.shape == (2, 3, 224, 224) and d.x_test.dtype == torch.float32
+    assert d.task_classes == [2] and d.pipeline.name == "imagenet"
     assert d.y_train[:, 0].tolist() == [0, 0, 0, 1, 1, 1]  # classes sorted: blue = 0, red = 1
-    assert torch.allclose(d.x_train[0, 2], torch.ones(8, 8)) and torch.allclose(d.x_test[:, 0], torch.ones(2, 8, 8))
+    assert torch.all(d.x_train[0, 2] == 255) and torch.all(d.x_train[0, 0] == 0)
+    assert torch.allclose(d.x_test[:, 0], torch.full((2, 224, 224), (255 - 123.675) / 58.395))
 
 
 def test_image_folder_errors(tmp_path):
     write_folder(tmp_path, "train", {"a": (1, 2, 3)})
     with pytest.raises(UserError, match="not an ImageFolder"):
-        load_image_folder(tmp_path, 8)
+        load_image_folder(tmp_path)
     write_folder(tmp_path, "val", {"a": (1, 2, 3)})
     (tmp_path / "val" / "a" / "broken.jpg").write_bytes(b"garbage")
     with pytest.raises(UserError, match=r"broken\.jpg"):
-        load_image_folder(tmp_path, 8)
+        load_image_folder(tmp_path)
 
 
 # --- dSprites -------------------------------------------------------------------------------------------------------
@@ -171,6 +186,23 @@ def test_load_dsprites_official_split(sprites):
     assert torch.equal(load_dsprites(sprites).y_train, d.y_train)
 
 
+def test_dsprites_training_batches_keep_labels_with_images(sprites):
+    """The shuffled training batches of ``fit`` pair every sprite with its own factors: the sprite's centroid
+    follows its posX and posY labels (a misaligned shuffle would leave no correlation)."""
+    from shared.data import TensorBatchDataset, make_loader, set_epoch
+
+    d = load_dsprites(sprites)
+    loader = make_loader(TensorBatchDataset(d.x_train, d.y_train), 32, shuffle=True, seed=3, drop_last=True)
+    set_epoch(loader, 1)
+    images, labels = map(torch.cat, zip(*loader, strict=True))
+    assert not torch.equal(labels, d.y_train[: len(labels)])  # shuffled
+    on = (images[:, 0] > 0).float()
+    grid = torch.arange(64) + 0.5
+    cx = (on * grid).sum((1, 2)) / on.sum((1, 2))
+    cy = (on * grid[:, None]).sum((1, 2)) / on.sum((1, 2))
+    assert np.corrcoef(cx, labels[:, 3])[0, 1] > 0.99 and np.corrcoef(cy, labels[:, 4])[0, 1] > 0.99
+
+
 def test_load_dsprites_task_subset(sprites):
     full, some = load_dsprites(sprites), load_dsprites(sprites, tasks=("posY", "shape"))
     assert some.task_classes == [32, 3] and torch.equal(some.y_train, full.y_train[:, [4, 0]])
@@ -185,6 +217,8 @@ def test_load_dsprites_task_subset(sprites):
         ({"imgs": np.zeros((4, 8, 6), np.uint8), "latents_classes": np.zeros((4, 6), np.int64)}, "'imgs' must be"),
         ({"imgs": np.zeros((4, 8, 8), np.uint8), "latents_classes": np.zeros((4, 5), np.int64)}, "must be \\(4, 6\\)"),
         ({"imgs": np.zeros((2, 8, 8), np.uint8), "latents_classes": np.full((2, 6), 3)}, "out of range"),
+        # 0-255 images where dSprites holds 0/1 pixels: (x - 0.5)/0.5 would give values up to 509
+        ({"imgs": np.full((2, 8, 8), 255.0, np.float32), "latents_classes": np.zeros((2, 6), np.int64)}, "0/1 pixels"),
     ],
 )
 def test_malformed_dsprites(tmp_path, arrays, message):
@@ -202,6 +236,10 @@ def test_dsprites_not_an_npz(tmp_path):
         load_dsprites(path)
     with pytest.raises(UserError, match="not found"):
         load_dsprites(tmp_path / "missing.npz")
+    single = tmp_path / "imgs.npy"  # one array saved with np.save: np.load returns it, not an archive
+    np.save(single, np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(UserError, match=r"imgs\.npy is a single \.npy array"):
+        load_dsprites(single)
 
 
 def test_dsprites_embedded_cached(tmp_path, monkeypatch):

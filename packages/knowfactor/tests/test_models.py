@@ -10,11 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from knowfactor.config import CONFIGS, get_config
+from knowfactor.backbones import SimpleGaussianConv64
+from knowfactor.config import CONFIGS, Recipe, get_config
 from knowfactor.engine import build_optimizer
+from knowfactor.losses import KD_LOSSES, infomin_loss
 from knowfactor.models import (
+    GaussianTaskNet,
     KFModel,
     KFStudent,
+    TaskSpecificNet,
     assemble,
     build_kd,
     build_kf,
@@ -222,7 +226,7 @@ def test_gradient_flows_to_student_and_projectors_only():
     after = model.teacher.state_dict()
     assert all(torch.equal(teacher_before[k], after[k]) for k in after)
     # the optimizer holds exactly the trainable tensors
-    optimizer = build_optimizer(model, 0.1)
+    optimizer = build_optimizer(model, 0.1, Recipe())
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert held == {id(p) for n, p in model.named_parameters() if not n.startswith("teacher.")}
 
@@ -315,7 +319,7 @@ def test_a_few_kf_steps_lower_the_loss_with_two_tasks():
     model = tiny_kf((3, 6), seed=3)
     model.teacher.eval()
     x, y = images(8, seed=4, size=32), labels(batch=8, seed=5)
-    optimizer = build_optimizer(model, lr=0.05)
+    optimizer = build_optimizer(model, 0.05, Recipe())
     model.train()
     history = []
     for _ in range(8):
@@ -417,3 +421,52 @@ def test_learning_rate_policies():
     assert scheduled_lr(0, 0.1, 150, (), cosine=True) == pytest.approx(0.1)
     assert scheduled_lr(75, 0.1, 150, (), cosine=True) == pytest.approx(0.05)
     assert get_config("imagenet_r18_to_r18").recipe.cosine and not get_config("cifar10_wrn28_2_to_r18").recipe.cosine
+
+
+# --- the release's disentanglement recipe: per-sample variational TSNs --------------------------------------------
+
+
+def test_dsprites_simplecnn_uses_gaussian_tsns_with_the_official_counts_and_losses():
+    config = get_config("dsprites_simplecnn")
+    model = build_kf(config, build_teacher(config, [3, 6]), [3, 6])
+    tsn = model.student.TSN[0]
+    assert isinstance(tsn, GaussianTaskNet) and isinstance(tsn.encoder, SimpleGaussianConv64)
+    assert n_params(model.student.CKN) == 1_756_938 and n_params(tsn) == 1_759_508
+    assert n_params(model.teacher.backbone) == 1_756_938
+    assert "TSN.1.encoder.main.13.weight" in model.student.state_dict()
+    assert model.kd_loss is KD_LOSSES["logits"] and model.label_smoothing == 0.0
+    assert isinstance(build_optimizer(model, 1e-4, config.recipe), torch.optim.Adam)
+
+
+def test_gaussian_tsn_feeds_sampled_z_in_training_and_mu_in_evaluation():
+    config = get_config("dsprites_simplecnn_tiny")
+    torch.manual_seed(0)
+    model = build_kf(config, build_teacher(config, [3, 6]), [3, 6])
+    x, y = images(size=64), labels()
+    tsn = model.student.TSN[0].train()
+    z, mu, logvar = tsn.bottleneck(x)
+    assert z.shape == mu.shape == logvar.shape == (8, 10) and not torch.equal(z, mu)
+    assert not torch.equal(tsn(x), tsn(x))  # a new sample each call
+    tsn.eval()
+    assert torch.equal(tsn(x), mu) and torch.equal(tsn(x), tsn(x))
+    # the bottleneck term: beta x the release's per-sample InfoMin_loss (KL summed over d, mean over the batch)
+    model.train()
+    with torch.no_grad():
+        expected = sum(infomin_loss(*t.encoder(x)[1:]) for t in model.student.TSN)
+        terms = model(x, y)
+    assert torch.allclose(terms["loss_infomin"], 1e-3 * expected)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+    assert torch.allclose(infomin_loss(mu, logvar), kl)
+    # the distillation term: the release's Logits loss, the MSE of the logits
+    assert torch.equal(KD_LOSSES["logits"](mu, logvar, 10.0), torch.nn.functional.mse_loss(mu, logvar))
+
+
+def test_moment_bottleneck_uses_the_batch_gaussian_of_a_deterministic_tsn():
+    config = get_config("dsprites_simplecnn_tiny_moment")
+    torch.manual_seed(0)
+    model = build_kf(config, build_teacher(config, [3]), [3]).train()
+    x = images(size=64)
+    tsn = model.student.TSN[0]
+    z, mu, logvar = tsn.bottleneck(x)
+    assert isinstance(tsn, TaskSpecificNet) and torch.equal(z, tsn(x))
+    assert torch.allclose(mu, z.mean(0)) and torch.allclose(logvar, z.var(0).log())

@@ -323,41 +323,66 @@ class MobileNetV2(nn.Module):
 class SimpleConv64(nn.Module):
     """Six Conv4×4 s2 (C→32→32→64→128→256→256, ReLU) → flatten → Linear(256 → latent), for 64×64 inputs.
 
-    Keys ``main.{0,2,4,6,8,10,13}.*`` as in the official ``SimpleConv64``. Returns ``(latent_vector,)``: one
-    (B, latent) "stage". 1,756,938 parameters with 1 input channel, 1,757,962 with 3.
+    Keys ``main.{0,2,4,6,8,10,13}.*`` as in the official ``SimpleConv64`` (``disentangle.py``). Returns
+    ``(latent_vector,)``: one (B, latent) "stage". 1,756,938 parameters with 1 input channel, 1,757,962 with 3.
+    ``widths`` narrows the six convolutions (ours, for CPU-scale runs).
     """
 
-    def __init__(self, in_channels: int = 1, latent: int = 10) -> None:
+    OUTPUTS = 1  # selectable outputs, for out_indices
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        latent: int = 10,
+        widths: Sequence[int] = (32, 32, 64, 128, 256, 256),
+        out_indices: Sequence[int] = (0,),
+    ) -> None:
         super().__init__()
+        if len(widths) != 6:
+            raise ValueError(f"SimpleConv64 has six convolutions, got widths {tuple(widths)}")
         layers: list[nn.Module] = []
-        for c_in, c_out in zip((in_channels, 32, 32, 64, 128, 256), (32, 32, 64, 128, 256, 256), strict=True):
+        for c_in, c_out in zip((in_channels, *widths[:-1]), widths, strict=True):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.ReLU(inplace=True)]
-        self.main = nn.Sequential(*layers, nn.Flatten(), nn.Linear(256, latent))
+        self.main = nn.Sequential(*layers, nn.Flatten(), nn.Linear(widths[-1], self._linear_out(latent)))
         self.latent = latent
-        self.out_indices = (0,)
-        self.stage_channels: tuple[int, ...] = (latent,)
+        self.out_indices = _check_indices(out_indices, self.OUTPUTS)
+        self.stage_channels: tuple[int, ...] = (latent,) * self.OUTPUTS
+
+    @staticmethod
+    def _linear_out(latent: int) -> int:
+        return latent
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (self.main(x),)
 
 
 class SimpleGaussianConv64(SimpleConv64):
-    """:class:`SimpleConv64` whose Linear gives ``2·latent`` values: μ and log σ².
+    """:class:`SimpleConv64` whose Linear gives ``2·latent`` values: μ and log σ² of q(z | x).
 
-    Returns ``(z, mu, logvar)`` with ``z = μ + σ·ε`` in training mode and ``z = μ`` in eval mode (the official
-    code samples in both modes and returns ``((mu, logvar), z)``). 1,759,508 parameters with 1 input channel.
+    Its outputs are ``(z, mu, logvar)`` (those of ``out_indices``, default all) with ``z = μ + σ·ε`` in training
+    mode and ``z = μ`` in eval mode (the official code samples in both modes and returns ``((mu, logvar), z)``).
+    1,759,508 parameters with 1 input channel.
     """
 
-    def __init__(self, in_channels: int = 1, latent: int = 10) -> None:
-        super().__init__(in_channels, latent)
-        self.main[-1] = nn.Linear(256, 2 * latent)
-        self.out_indices = (0, 1, 2)
-        self.stage_channels = (latent, latent, latent)
+    OUTPUTS = 3
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        latent: int = 10,
+        widths: Sequence[int] = (32, 32, 64, 128, 256, 256),
+        out_indices: Sequence[int] = (0, 1, 2),
+    ) -> None:
+        super().__init__(in_channels, latent, widths, out_indices)
+
+    @staticmethod
+    def _linear_out(latent: int) -> int:
+        return 2 * latent
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         mu, logvar = self.main(x).chunk(2, dim=1)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu) if self.training else mu
-        return z, mu, logvar
+        return tuple(out for i, out in enumerate((z, mu, logvar)) if i in self.out_indices)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from knowfactor import repro
-from knowfactor.config import CONFIGS, METHODS, PRESETS, build_config
+from knowfactor.config import CONFIGS, KD_VARIANTS, METHODS, PRESETS, build_config
 from knowfactor.engine import assemble_factors, evaluate_file, fit
 from shared import cli, distributed
 from shared.device import resolve_device
@@ -41,6 +41,13 @@ def train_parser() -> cli.ArgumentParser:
     parser.add_argument(
         "--official-teacher-bn", action="store_true", help="teacher BatchNorms in train mode, as in the release"
     )
+    parser.add_argument(
+        "--kd-variant",
+        choices=KD_VARIANTS,
+        default="release",
+        help="--method kd: release (plain cross-entropy, no gradient clipping, as the release) or matched "
+        "(label smoothing 0.1 and the config's gradient clipping, as the KF runs)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     parser.add_common_args(workers=False)
     parser.set_presets(PRESETS, default="demo")
@@ -66,6 +73,7 @@ def train_command(argv: Sequence[str] | None = None) -> dict:
         lambda_feat=args.lambda_feat,
         beta=args.beta,
         official_teacher_bn=args.official_teacher_bn,
+        kd_variant=args.kd_variant,
         seed=args.seed,
         amp=args.amp,
     )
@@ -89,7 +97,9 @@ def eval_command(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--weights", type=Path, required=True, help="teacher.pt, kd.pt, kf.pt, factors/<t>.pt or multi.pt"
     )
-    parser.add_argument("--data", type=Path, default=None, help="dataset (default: the config's embedded data)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="dataset (default: the data of the run that wrote --weights)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
     results = evaluate_file(args.weights, resolve_device(args.device), data=args.data)
@@ -113,15 +123,20 @@ def assemble_command(argv: Sequence[str] | None = None) -> dict:
 
 
 def repro_command(argv: Sequence[str] | None = None) -> dict:
-    """``knowfactor-repro``: factor networks vs teacher vs KD, assembly, leakage, transfer; prints ``results.md``."""
+    """``knowfactor-repro``: three task bottlenecks, factor networks vs teacher vs KD, assembly, transfer; prints
+    ``results.md``."""
     parser = cli.repro_parser(
         "knowfactor-repro",
-        "Factor networks vs teacher vs KD, assembly, leakage (IMB vs KD-only) and transfer to a held-out task "
+        "The release's dSprites recipe at CPU scale: per-sample VIB vs KD only vs batch-moment bottleneck (MIG, "
+        "leakage and own-task probes), factor networks vs teacher vs KD, assembly, transfer to a held-out task, "
         "on the embedded dSprites-lite, several seeds.",
         repro.PRESET_HELP,
     )
     parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs per run")
-    return cli.run_repro(parser, argv, "knowfactor", repro.run, "epochs")
+    parser.add_argument(
+        "--beta", type=float, default=None, help="bottleneck weight of the VIB and moment runs (default 1e-3)"
+    )
+    return cli.run_repro(parser, argv, "knowfactor", repro.run, "epochs", "beta")
 
 
 COMMANDS = {"train": train_command, "eval": eval_command, "assemble": assemble_command, "repro": repro_command}

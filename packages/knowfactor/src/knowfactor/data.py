@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import functional as TF
 
-from shared.data import cache_dir, class_folders, list_image_folder, load_digits, load_mnist5k, read_images
+from knowfactor.transforms import IDENTITY, PIPELINES, Pipeline
+from shared.data import cache_dir, class_folders, list_image_folder, load_digits, load_mnist5k, open_image
 from shared.errors import UserError, require_path
 
 SPLIT_SEED = 42  # dSprites: np.random.seed(42) permutation; Shapes3D with shuffle_split=True
@@ -52,7 +54,8 @@ class MultiTaskData:
     """Images and per-task class labels with a fixed train/test split.
 
     ``y_*`` is int64 (N, n_tasks): column t holds the class index of task ``task_names[t]`` in
-    ``range(task_classes[t])``. Single-task data has one column.
+    ``range(task_classes[t])``. Single-task data has one column. ``x_test`` is ready for the network (the test
+    pipeline applied); ``x_train`` is what ``pipeline.train_batch`` takes (uint8 pixels where it normalises).
     """
 
     name: str
@@ -62,6 +65,7 @@ class MultiTaskData:
     y_test: torch.Tensor
     task_names: list[str]
     task_classes: list[int]
+    pipeline: Pipeline = IDENTITY
 
     @property
     def num_tasks(self) -> int:
@@ -113,6 +117,8 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path} is {kind}: this reader needs CIFAR-10 (cifar-10-python.tar.gz)")
     images = np.asarray(entry[b"data"])
     labels = np.asarray(entry[b"labels"], dtype=np.int64)
+    if images.dtype != np.uint8:
+        raise UserError(f"{path}: data must be uint8 0-255 as in cifar-10-python.tar.gz, got {images.dtype}")
     if images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(images) != len(labels):
         raise UserError(
             f"{path}: data must be (N, 3072) with N labels, got {images.shape} and {labels.shape[0]} labels"
@@ -125,8 +131,9 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_cifar10(root: Path) -> MultiTaskData:
     """CIFAR-10 from its python pickles: ``root/cifar-10-batches-py/`` or that folder itself.
 
-    Reads ``data_batch_1..5`` (train) and ``test_batch`` (test) without an md5 check. Images float32 in [0, 1],
-    (N, 3, 32, 32); one task "class" with 10 classes.
+    Reads ``data_batch_1..5`` (train) and ``test_batch`` (test) without an md5 check; one task "class" with 10
+    classes. Training images uint8 (N, 3, 32, 32) for the train pipeline; test images normalised with the
+    release's CIFAR-10 mean and std on 0-255 values (:data:`knowfactor.transforms.PIPELINES`).
     """
     root = require_path(root, "CIFAR-10 folder", kind="dir")
     folder = root / CIFAR10_FOLDER if (root / CIFAR10_FOLDER).is_dir() else root
@@ -138,9 +145,10 @@ def load_cifar10(root: Path) -> MultiTaskData:
         batches = [_read_cifar_batch(folder / f) for f in files]
         images = np.concatenate([b[0] for b in batches]).reshape(-1, 3, 32, 32)
         labels = np.concatenate([b[1] for b in batches])
-        parts[split] = (torch.from_numpy(images.astype(np.float32) / 255.0), torch.from_numpy(labels)[:, None])
+        parts[split] = (torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)[:, None])
     (x_train, y_train), (x_test, y_test) = parts["train"], parts["test"]
-    return MultiTaskData("cifar10", x_train, y_train, x_test, y_test, ["class"], [10])
+    pipeline = PIPELINES["cifar10"]
+    return MultiTaskData("cifar10", x_train, y_train, pipeline.normalise(x_test), y_test, ["class"], [10], pipeline)
 
 
 def cifar10_one_vs_rest(data: MultiTaskData) -> MultiTaskData:
@@ -160,17 +168,20 @@ def cifar10_one_vs_rest(data: MultiTaskData) -> MultiTaskData:
 # --- ImageNet-style folders ------------------------------------------------------------------------------------
 
 
-def _read_image_split(folder: Path, classes: list[str], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_image_split(folder: Path, classes: list[str], resize: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 RGB images of ``folder`` resized (short side, bilinear) and centre-cropped, and their labels."""
     items, _ = list_image_folder(folder, classes=classes)
-    x = read_images([path for path, _ in items], size, mode="RGB").float().div_(255.0)
-    return x.contiguous(), torch.tensor([label for _, label in items], dtype=torch.long)[:, None]
+    images = [TF.center_crop(TF.resize(TF.pil_to_tensor(open_image(path)), resize), crop) for path, _ in items]
+    return torch.stack(images), torch.tensor([label for _, label in items], dtype=torch.long)[:, None]
 
 
-def load_image_folder(root: Path, size: int) -> MultiTaskData:
+def load_image_folder(root: Path) -> MultiTaskData:
     """An ImageNet-style folder: ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``test``).
 
     Classes are the sorted folder names of ``train`` (the test split gets their labels); images are loaded into
-    memory as RGB, resized to ``size`` x ``size``, float32 in [0, 1]. Meant for small subsets.
+    memory as RGB. Test images go through the release's test pipeline (Resize 256, CenterCrop 224, Normalize);
+    training images are kept as uint8 resized to 256 (short side) and centre-cropped to 256 x 256, from which the
+    train pipeline draws its RandomResizedCrop. Meant for subsets: the whole split sits in memory.
     """
     root = require_path(root, "image folder", kind="dir")
     train_dir = root / "train"
@@ -183,9 +194,11 @@ def load_image_folder(root: Path, size: int) -> MultiTaskData:
     extra = sorted(set(class_folders(test_dir)) - set(classes))
     if extra:
         raise UserError(f"{test_dir} has classes absent from {train_dir}: {extra}")
-    x_train, y_train = _read_image_split(train_dir, classes, size)
-    x_test, y_test = _read_image_split(test_dir, classes, size)
-    return MultiTaskData(root.name, x_train, y_train, x_test, y_test, ["class"], [len(classes)])
+    pipeline = PIPELINES["imagenet"]
+    x_train, y_train = _read_image_split(train_dir, classes, pipeline.test_resize, pipeline.test_resize)
+    x_test, y_test = _read_image_split(test_dir, classes, pipeline.test_resize, pipeline.test_crop)
+    x_test = pipeline.normalise(x_test)
+    return MultiTaskData(root.name, x_train, y_train, x_test, y_test, ["class"], [len(classes)], pipeline)
 
 
 # --- dSprites ---------------------------------------------------------------------------------------------------
@@ -203,7 +216,13 @@ def load_dsprites(path: Path, tasks: tuple[str, ...] = tuple(DSPRITES_TASKS)) ->
     if unknown or not tasks:
         raise UserError(f"unknown dSprites task(s) {unknown or list(tasks)}: choose from {list(DSPRITES_TASKS)}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UserError(f"{path} is not a readable .npz ({exc}): use {DSPRITES_FILE}") from exc
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise UserError(f"{path} is a single .npy array, not a dSprites .npz archive: use {DSPRITES_FILE}")
+    try:
+        with npz:
             missing = [k for k in ("imgs", "latents_classes") if k not in npz.files]
             if missing:
                 raise UserError(f"{path} lacks {missing}: it is not a dSprites npz ({DSPRITES_FILE})")
@@ -212,6 +231,10 @@ def load_dsprites(path: Path, tasks: tuple[str, ...] = tuple(DSPRITES_TASKS)) ->
         raise UserError(f"{path} is not a readable .npz ({exc}): use {DSPRITES_FILE}") from exc
     if imgs.ndim != 3 or imgs.shape[1] != imgs.shape[2]:
         raise UserError(f"{path}: 'imgs' must be (N, H, H), got {imgs.shape}")
+    if imgs.size and (imgs.min() < 0 or imgs.max() > 1):
+        raise UserError(
+            f"{path}: 'imgs' must hold 0/1 pixels, got values {imgs.min()}..{imgs.max()} (0-255 images? divide by 255)"
+        )
     if latents.shape != (len(imgs), 6):
         raise UserError(f"{path}: 'latents_classes' must be ({len(imgs)}, 6), got {latents.shape}")
     columns = [1 + list(DSPRITES_TASKS).index(t) for t in tasks]
@@ -227,7 +250,9 @@ def load_dsprites(path: Path, tasks: tuple[str, ...] = tuple(DSPRITES_TASKS)) ->
         return (torch.from_numpy(imgs[rows]).float().unsqueeze(1) - 0.5) / 0.5
 
     y = torch.from_numpy(labels)
-    return MultiTaskData("dsprites", images(train), y[train], images(test), y[test], list(tasks), counts.tolist())
+    return MultiTaskData(
+        "dsprites", images(train), y[train], images(test), y[test], list(tasks), counts.tolist(), PIPELINES["dsprites"]
+    )
 
 
 def _sprite_mask(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -340,7 +365,14 @@ def load_shapes3d(path: Path, shuffle_split: bool = False) -> MultiTaskData:
 
     classes = [len(u) for u, _ in uniques]
     return MultiTaskData(
-        "shapes3d", to_tensor(train), labels[train], to_tensor(test), labels[test], list(SHAPES3D_TASKS), classes
+        "shapes3d",
+        to_tensor(train),
+        labels[train],
+        to_tensor(test),
+        labels[test],
+        list(SHAPES3D_TASKS),
+        classes,
+        PIPELINES["shapes3d"],
     )
 
 
@@ -371,6 +403,7 @@ def digits_multitask(size: int = 32) -> MultiTaskData:
         _digit_tasks(d.y_test),
         list(DIGITS_TASKS),
         [10, 2, 2, 2, 3],
+        PIPELINES["digits"],
     )
 
 
@@ -390,6 +423,7 @@ def mnist_one_vs_rest(size: int = 32) -> MultiTaskData:
         labels(d.y_test),
         ["digit"] + [f"is_{k}" for k in range(10)],
         [10] + [2] * 10,
+        PIPELINES["mnist"],
     )
 
 
@@ -415,7 +449,7 @@ def load_multitask(
     """The dataset ``dataset`` of a setting, read from ``path`` (its real format) or its embedded default.
 
     ``dsprites`` reads the official ``.npz`` at ``path``, or without it the embedded dSprites-lite; ``mnist`` and
-    ``digits`` are embedded only; ``cifar10`` (its pickles), ``imagenet`` (an ImageFolder at 224) and
+    ``digits`` are embedded only; ``cifar10`` (its pickles), ``imagenet`` (an ImageFolder) and
     ``shapes3d`` (its ``.h5``) need ``path``. ``tasks`` keeps those tasks, in that order; ``image_size``
     resizes the images (area interpolation).
     """
@@ -434,7 +468,7 @@ def load_multitask(
     elif dataset == "shapes3d":
         data = load_shapes3d(require_path(path, "--data", kind="file"))
     elif dataset == "imagenet":
-        data = load_image_folder(require_path(path, "--data", kind="dir"), 224)
+        data = load_image_folder(require_path(path, "--data", kind="dir"))
     else:
         raise UserError(
             f"unknown dataset {dataset!r}: choose one of dsprites, {', '.join(EMBEDDED_DATASETS + FILE_DATASETS)}"

@@ -15,16 +15,17 @@ metadata to rebuild its model. :func:`load_network`, :func:`load_factor` and :fu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from knowfactor.config import TrainConfig, get_config, teacher_config
+from knowfactor.config import Recipe, TrainConfig, get_config, teacher_config
 from knowfactor.data import MultiTaskData, load_multitask, select_tasks
 from knowfactor.models import (
     AssembledNetwork,
@@ -49,10 +50,13 @@ from shared.logging import MetricsWriter, Progress, format_record, get_logger
 EVAL_BATCH_SIZE = 256
 
 
-def build_optimizer(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4) -> torch.optim.SGD:
-    """SGD over every trainable parameter (the student and the projectors; the teacher is frozen)."""
+def build_optimizer(model: nn.Module, lr: float, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's SGD or Adam over every trainable parameter (the student and the projectors; the teacher is
+    frozen)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
 
 
 def scheduled_lr(epoch: int, lr: float, epochs: int, milestones: Sequence[int], cosine: bool = False) -> float:
@@ -72,8 +76,13 @@ def train_epoch(
     clip: float | None = None,
     amp: bool = False,
     desc: str = "train",
+    augment: Callable[[torch.Tensor, torch.Tensor], tuple] | None = None,
 ) -> dict[str, float]:
-    """One epoch; returns the mean of every loss term (and ``loss``, their sum) over all processes."""
+    """One epoch; returns the mean of every loss term (and ``loss``, their sum) over all processes.
+
+    ``augment(images, labels)`` gives the network's input and targets of a batch (the dataset's train pipeline,
+    :meth:`knowfactor.transforms.Pipeline.train_batch`).
+    """
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, torch.Tensor] = {}
@@ -81,6 +90,8 @@ def train_epoch(
     progress = Progress(batches, desc=desc)
     for images, labels in progress:
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if augment is not None:
+            images, labels = augment(images, labels)
         with autocast(device, amp):
             terms = model(images, labels)
         terms = {name: value.float() for name, value in terms.items()}
@@ -122,17 +133,6 @@ def embed(encode, batches: Iterable, device: torch.device) -> tuple[np.ndarray, 
         features.append(encode(images.to(device)).cpu().numpy())
         truths.append(labels.numpy())
     return np.concatenate(features), np.concatenate(truths)
-
-
-def linear_probe(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> float:
-    """Test accuracy (%) of a linear probe (closed-form ridge classifier) on standardised frozen features."""
-    from sklearn.linear_model import RidgeClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    probe = make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.0))
-    probe.fit(*train)
-    return 100.0 * float(probe.score(*test))
 
 
 def eval_loader(x: torch.Tensor, y: torch.Tensor):
@@ -181,7 +181,7 @@ def build_training_model(config: TrainConfig, data: MultiTaskData, device: torch
     """
     setting, classes = config.setting, data.task_classes
     if config.method == "teacher":
-        return ClassifierModel(build_teacher(setting, classes))
+        return ClassifierModel(build_teacher(setting, classes), setting.label_smoothing)
     path = config.teacher
     if path is None:
         folder = out / "teacher"
@@ -195,7 +195,7 @@ def build_training_model(config: TrainConfig, data: MultiTaskData, device: torch
     teacher = load_teacher(path, config.config, classes, data.task_names).to(device)
     weights = {"temperature": config.temperature, "lambda_kd": config.lambda_kd}
     if config.method == "kd":
-        return build_kd(setting, teacher, classes, **weights)
+        return build_kd(setting, teacher, classes, **weights, label_smoothing=config.kd_label_smoothing)
     weights |= {"lambda_feat": config.lambda_feat, "beta": config.beta}
     return build_kf(setting, teacher, classes, **weights, official_teacher_bn=config.official_teacher_bn)
 
@@ -230,7 +230,7 @@ def fit(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model = distributed.wrap_model(model, device)
     core = distributed.unwrap_model(model)
-    optimizer = build_optimizer(model, config.lr, recipe.momentum, recipe.weight_decay)
+    optimizer = build_optimizer(model, config.lr, recipe)
     scaler = AmpScaler(device, config.amp)
     # full batches only: the projectors' BatchNorm and the batch-Gaussian bottleneck need >= 2 samples
     train_set = TensorBatchDataset(data.x_train, data.y_train)
@@ -244,6 +244,7 @@ def fit(
         start = state["epoch"]
     elif distributed.is_main_process():
         record = {**dataclasses.asdict(config), **(info or {}), "trainable_parameters": trainable}
+        record["pipeline"] = data.pipeline.record()
         checkpoint.save_json(out / "config.json", record | {"task_names": data.task_names})
     metrics = MetricsWriter(out / "metrics.jsonl")
     metrics.rewind("epoch", start)  # records past the checkpoint: written before an interruption
@@ -259,9 +260,10 @@ def fit(
             optimizer,
             scaler,
             device,
-            clip=recipe.clip,
+            clip=config.grad_clip,
             amp=config.amp,
             desc=f"epoch {epoch + 1}/{config.epochs}",
+            augment=functools.partial(data.pipeline.train_batch, task_classes=data.task_classes),
         )
         record = {"epoch": epoch + 1, **losses}
         metrics.write(record)
@@ -285,7 +287,12 @@ def fit(
 
 def _save_weights(out: Path, config: TrainConfig, core: nn.Module, data: MultiTaskData) -> None:
     """The trained networks of ``core`` in the files described in the module docstring."""
-    meta = {"config": config.config, "task_names": list(data.task_names), "task_classes": list(data.task_classes)}
+    meta = {
+        "config": config.config,
+        "data": None if config.data is None else str(config.data.resolve()),
+        "task_names": list(data.task_names),
+        "task_classes": list(data.task_classes),
+    }
     if config.method == "teacher":
         checkpoint.save_checkpoint(out / "teacher.pt", {"state_dict": core.classifier.state_dict(), **meta})
     elif config.method == "kd":
@@ -358,6 +365,7 @@ def assemble_factors(paths: Sequence[Path], out: Path) -> dict:
         raise UserError(f"the factor networks repeat a task: {tasks}")
     meta = {
         "config": loaded[0][1]["config"],
+        "data": loaded[0][1].get("data"),
         "kind": "assembled",
         "tasks": tasks,
         "task_indices": [m["task_index"] for _, m in loaded],
@@ -380,11 +388,18 @@ class _SingleTask(nn.Module):
 
 def evaluate_file(path: Path, device: torch.device, *, data: Path | None = None) -> dict:
     """Per-task test accuracy (%) of a file of :func:`fit` or :func:`assemble_factors`, on ``data`` (default: the
-    setting's embedded data); for ``kf.pt`` also each factor network alone (``factors``)."""
+    data of the run that wrote it, recorded in the file as in its ``config.json``); for ``kf.pt`` also each factor
+    network alone (``factors``)."""
     network, saved = load_network(path)
     network.to(device)
     kind = saved.get("kind", "teacher")
     names = saved.get("tasks") or ([saved["task"]] if kind == "factor" else saved["task_names"])
+    if data is None:
+        if "data" not in saved:
+            raise UserError(f"{path} does not record the data it was trained on: give --data")
+        data = None if saved["data"] is None else Path(saved["data"])
+        if data is not None and not data.exists():
+            raise UserError(f"{data}, the data of the run that wrote {path}, is not there: give --data")
     split = select_tasks(load_data(saved["config"], data), names)
     loader = eval_loader(split.x_test, split.y_test)
     results: dict = {"weights": str(path), "kind": kind}

@@ -9,7 +9,8 @@ cross-entropies. The release (github.com/Adamdad/KnowledgeFactor: ``cls/mmcls/mo
 
 * :func:`infomax_loss` -- the InfoMax term, between projected teacher features and common features;
 * :func:`batch_gaussian_stats` + :func:`infomin_loss` -- the bottleneck term on the task features;
-* :func:`soft_target_kd` -- the distillation term, Hinton KD on logits;
+* :func:`soft_target_kd` -- the distillation term, Hinton KD on logits (:func:`logits_kd`, MSE, in the
+  disentanglement configs);
 * :func:`label_smooth_ce` -- the tasks' cross-entropies ``L_cls`` (on z_c + z_i) and ``L_task`` (on z_i).
 
 Each docstring names the term of the paper's objective and the official function whose exact form it
@@ -101,6 +102,19 @@ def soft_target_kd(student_logits: Tensor, teacher_logits: Tensor, temperature: 
     log_student = F.log_softmax(student_logits / t, dim=1)
     teacher = F.softmax(teacher_logits / t, dim=1)
     return F.kl_div(log_student, teacher, reduction="batchmean") * t * t
+
+
+def logits_kd(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """The distillation term of the release's disentanglement configs: the official ``Logits`` loss
+    (``kd_loss.py``, Ba & Caruana), the mean squared difference of the logits."""
+    return F.mse_loss(student_logits, teacher_logits)
+
+
+#: The distillation losses of the release's configs by their ``kd_loss`` type: (student, teacher, T) -> loss.
+KD_LOSSES = {
+    "soft_target": soft_target_kd,
+    "logits": lambda student, teacher, temperature: logits_kd(student, teacher),
+}
 
 
 def label_smooth_ce(logits: Tensor, target: Tensor, smoothing: float = 0.1, mode: str = "classy_vision") -> Tensor:

@@ -15,10 +15,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from knowfactor.backbones import build_backbone, feature_channels
+from knowfactor.backbones import SimpleGaussianConv64, build_backbone, feature_channels
 from knowfactor.config import KFConfig
-from knowfactor.losses import batch_gaussian_stats, infomax_loss, infomin_loss, label_smooth_ce, soft_target_kd
+from knowfactor.losses import KD_LOSSES, batch_gaussian_stats, infomax_loss, infomin_loss, label_smooth_ce
 from shared.errors import UserError
+
+
+def task_targets(labels: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-task targets: the columns of (B, N) class indices, or per-task soft labels (B, K_i) after Mixup."""
+    return list(labels.unbind(1)) if isinstance(labels, torch.Tensor) else list(labels)
 
 
 def pooled(maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -59,6 +64,27 @@ class TaskSpecificNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(pooled(self.encoder(x))[-1])
 
+    def bottleneck(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z and the Gaussian of the bottleneck term: the batch mean and log variance of z (``TSN_backbone``)."""
+        z = self(x)
+        return z, *batch_gaussian_stats(z)
+
+
+class GaussianTaskNet(nn.Module):
+    """TSN with a per-sample variational bottleneck (the release's ``SimpleGaussianConv64`` task networks):
+    the encoder's z ~ q(z | x) = N(μ, σ²) feeds the head (μ in eval mode); its latent is the CKN width d."""
+
+    def __init__(self, encoder: SimpleGaussianConv64) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)[0]
+
+    def bottleneck(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z and the per-sample μ, log σ² whose KL to N(0, I) is the bottleneck term."""
+        return self.encoder(x)
+
 
 class Projector(nn.Sequential):
     """g_l of the InfoMax term: Linear -> BatchNorm1d -> ReLU -> Linear (keys 0, 1, 3)."""
@@ -91,7 +117,7 @@ class MultiTaskClassifier(nn.Module):
 class KFStudent(nn.Module):
     """The factorized student: one CKN, one TSN + head (+ task-only head) per task."""
 
-    def __init__(self, ckn: nn.Module, tsns: Sequence[TaskSpecificNet], dim: int, task_classes: Sequence[int]) -> None:
+    def __init__(self, ckn: nn.Module, tsns: Sequence[nn.Module], dim: int, task_classes: Sequence[int]) -> None:
         super().__init__()
         if len(tsns) != len(task_classes):
             raise ValueError(f"{len(tsns)} TSNs for {len(task_classes)} tasks")
@@ -119,9 +145,11 @@ class KFModel(nn.Module):
 
     ``forward_train`` returns the five terms of the official ``KFImageClassifier.forward_train``
     (``loss_infomax``, ``loss_kd``, ``loss_cls``, ``loss_task``, ``loss_infomin``); their sum is the
-    objective. Several tasks sum their per-task terms (the release crashes for N > 1). The teacher runs in
-    eval mode unless ``official_teacher_bn=True`` reproduces the release, whose teacher BatchNorms use batch
-    statistics.
+    objective. Several tasks sum their per-task terms (the release crashes for N > 1). The bottleneck term is
+    the KL of each TSN's ``bottleneck``: the batch Gaussian of a :class:`TaskSpecificNet`, the per-sample one of a
+    :class:`GaussianTaskNet`. ``kd_loss`` names the distillation term (:data:`knowfactor.losses.KD_LOSSES`). The
+    teacher runs in eval mode unless ``official_teacher_bn=True`` reproduces the release, whose teacher BatchNorms
+    use batch statistics.
     """
 
     def __init__(
@@ -137,6 +165,7 @@ class KFModel(nn.Module):
         beta: float = 1e-3,
         w_task: float = 1.0,
         label_smoothing: float = 0.1,
+        kd_loss: str = "soft_target",
         infomax_mode: str = "official",
         official_teacher_bn: bool = False,
     ) -> None:
@@ -154,6 +183,7 @@ class KFModel(nn.Module):
         self.beta = beta
         self.w_task = w_task
         self.label_smoothing = label_smoothing
+        self.kd_loss = KD_LOSSES[kd_loss]
         self.infomax_mode = infomax_mode
         self.official_teacher_bn = official_teacher_bn
 
@@ -171,26 +201,29 @@ class KFModel(nn.Module):
         with torch.no_grad():
             teacher_levels = self.teacher.features(x)
             teacher_logits = self.teacher.head([teacher_levels[-1]])
-        common, tasks = self.student.forward_all(x)
+        common = pooled(self.student.CKN(x))
+        bottlenecks = [tsn.bottleneck(x) for tsn in self.student.TSN]
+        tasks = [z for z, _, _ in bottlenecks]
         logits = self.student.head([common[-1] + z for z in tasks])
         task_logits = self.student.head_task(tasks)
         levels = list(zip(self.feat_fcs, teacher_levels[-len(common) :], common, strict=True))
         infomax = sum(infomax_loss(g(t), c, mode=self.infomax_mode) for g, t, c in levels) / len(levels)
         smooth = self.label_smoothing
-        columns = labels.unbind(1)
+        columns = task_targets(labels)
         return {
             "loss_infomax": self.lambda_feat * infomax,
             "loss_kd": self.lambda_kd
-            * sum(soft_target_kd(s, t, self.temperature) for s, t in zip(logits, teacher_logits, strict=True)),
+            * sum(self.kd_loss(s, t, self.temperature) for s, t in zip(logits, teacher_logits, strict=True)),
             "loss_cls": sum(label_smooth_ce(s, y, smooth) for s, y in zip(logits, columns, strict=True)),
             "loss_task": self.w_task
             * sum(label_smooth_ce(s, y, smooth) for s, y in zip(task_logits, columns, strict=True)),
-            "loss_infomin": self.beta * sum(infomin_loss(*batch_gaussian_stats(z)) for z in tasks),
+            "loss_infomin": self.beta * sum(infomin_loss(mu, logvar) for _, mu, logvar in bottlenecks),
         }
 
 
 class KDModel(nn.Module):
-    """The KD baseline (Hinton et al.): a student classifier, label-smoothed CE plus the teacher's soft targets."""
+    """The KD baseline (Hinton et al.) as the release's ``KDImageClassifier``: cross-entropy plus the distillation
+    term ``kd_loss``; ``label_smoothing`` > 0 smooths the cross-entropy as the KF runs do (ours)."""
 
     def __init__(
         self,
@@ -199,7 +232,8 @@ class KDModel(nn.Module):
         *,
         temperature: float = 10.0,
         lambda_kd: float = 0.1,
-        label_smoothing: float = 0.1,
+        label_smoothing: float = 0.0,
+        kd_loss: str = "soft_target",
     ) -> None:
         super().__init__()
         self.student = student
@@ -209,6 +243,7 @@ class KDModel(nn.Module):
         self.temperature = temperature
         self.lambda_kd = lambda_kd
         self.label_smoothing = label_smoothing
+        self.kd_loss = KD_LOSSES[kd_loss]
 
     def train(self, mode: bool = True) -> KDModel:
         super().train(mode)
@@ -222,9 +257,9 @@ class KDModel(nn.Module):
         with torch.no_grad():
             teacher_logits = self.teacher(x)
         logits = self.student(x)
-        pairs = list(zip(logits, teacher_logits, labels.unbind(1), strict=True))
+        pairs = list(zip(logits, teacher_logits, task_targets(labels), strict=True))
         return {
-            "loss_kd": self.lambda_kd * sum(soft_target_kd(s, t, self.temperature) for s, t, _ in pairs),
+            "loss_kd": self.lambda_kd * sum(self.kd_loss(s, t, self.temperature) for s, t, _ in pairs),
             "loss_cls": sum(label_smooth_ce(s, y, self.label_smoothing) for s, _, y in pairs),
         }
 
@@ -242,14 +277,15 @@ class ClassifierModel(nn.Module):
 
     def forward_train(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = self.classifier(x)
-        loss = sum(label_smooth_ce(s, y, self.label_smoothing) for s, y in zip(logits, labels.unbind(1), strict=True))
+        targets = task_targets(labels)
+        loss = sum(label_smooth_ce(s, y, self.label_smoothing) for s, y in zip(logits, targets, strict=True))
         return {"loss_cls": loss}
 
 
 class FactorNetwork(nn.Module):
     """One stand-alone factor network: CKN + TSN_i + h_i, all a single task needs."""
 
-    def __init__(self, ckn: nn.Module, tsn: TaskSpecificNet, head: nn.Linear) -> None:
+    def __init__(self, ckn: nn.Module, tsn: nn.Module, head: nn.Linear) -> None:
         super().__init__()
         self.CKN = ckn
         self.TSN = tsn
@@ -274,7 +310,7 @@ def factor_network(student: KFStudent, task: int) -> FactorNetwork:
 class AssembledNetwork(nn.Module):
     """Factor networks plugged together with no fine-tuning: one CKN forward, one TSN + head per task."""
 
-    def __init__(self, ckn: nn.Module, tsns: Sequence[TaskSpecificNet], heads: Sequence[nn.Linear]) -> None:
+    def __init__(self, ckn: nn.Module, tsns: Sequence[nn.Module], heads: Sequence[nn.Linear]) -> None:
         super().__init__()
         self.CKN = ckn
         self.TSN = nn.ModuleList(tsns)
@@ -319,17 +355,24 @@ def build_student(config: KFConfig, task_classes: Sequence[int]) -> KFStudent:
     """CKN + one TSN per task (width d = the CKN's last level) + heads."""
     ckn = _backbone(config, "ckn", config.ckn_levels)
     dim = feature_channels(ckn)[-1]
-    tsns = []
+    tsns: list[nn.Module] = []
     for _ in task_classes:
-        encoder = _backbone(config, "tsn", (config.tsn_level,))
-        tsns.append(TaskSpecificNet(encoder, feature_channels(encoder)[-1], dim))
+        if config.tsn == "simplegaussianconv64":  # z, mu, logvar: the per-sample bottleneck
+            encoder = _backbone(config, "tsn", (0, 1, 2))
+            if encoder.latent != dim:
+                raise ValueError(f"the Gaussian TSN's latent ({encoder.latent}) must equal the CKN width d ({dim})")
+            tsns.append(GaussianTaskNet(encoder))
+        else:
+            encoder = _backbone(config, "tsn", (config.tsn_level,))
+            tsns.append(TaskSpecificNet(encoder, feature_channels(encoder)[-1], dim))
     return KFStudent(ckn, tsns, dim, task_classes)
 
 
 def build_kf(config: KFConfig, teacher: MultiTaskClassifier, task_classes: Sequence[int], **overrides) -> KFModel:
     """The KF training model around ``teacher``; ``overrides`` change loss weights (beta, lambda_feat, ...)."""
     student = build_student(config, task_classes)
-    weights = {k: getattr(config, k) for k in ("temperature", "lambda_kd", "lambda_feat", "beta", "w_task")}
+    keys = ("temperature", "lambda_kd", "lambda_feat", "beta", "w_task", "label_smoothing", "kd_loss")
+    weights = {k: getattr(config, k) for k in keys}
     return KFModel(
         student,
         teacher,
@@ -347,7 +390,7 @@ def build_kd_student(config: KFConfig, task_classes: Sequence[int]) -> MultiTask
 
 def build_kd(config: KFConfig, teacher: MultiTaskClassifier, task_classes: Sequence[int], **overrides) -> KDModel:
     """The KD baseline: Hinton KD of ``teacher`` into :func:`build_kd_student`; ``overrides`` change
-    ``temperature`` and ``lambda_kd``."""
+    ``temperature``, ``lambda_kd`` and ``label_smoothing``."""
     student = build_kd_student(config, task_classes)
-    weights = {"temperature": config.temperature, "lambda_kd": config.lambda_kd, **overrides}
-    return KDModel(student, teacher, **weights)
+    weights = {"temperature": config.temperature, "lambda_kd": config.lambda_kd, "kd_loss": config.kd_loss}
+    return KDModel(student, teacher, **weights | overrides)
