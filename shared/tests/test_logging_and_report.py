@@ -4,8 +4,10 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from shared.logging import MetricsWriter, Progress, get_logger, read_metrics
 from shared.report import (
@@ -14,6 +16,7 @@ from shared.report import (
     markdown_table,
     mean_ci95,
     mean_std,
+    save_image_grid,
     t_quantile_975,
     write_results,
 )
@@ -192,3 +195,19 @@ def test_figures_without_matplotlib_are_skipped_with_a_note(tmp_path, monkeypatc
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert plot_bars(tmp_path / "x.png", ["a"], {"s": [[1.0]]}, ylabel="y", title="t") is None
     assert not (tmp_path / "x.png").exists()
+
+
+def test_save_image_grid_lays_out_labelled_rows(tmp_path):
+    red = torch.zeros(3, 3, 4, 4, dtype=torch.uint8)
+    red[:, 0] = 255
+    grey = torch.full((2, 1, 4, 4), 128, dtype=torch.uint8)
+    path = save_image_grid(tmp_path / "grid.png", [red, grey], ["red", "grey"], scale=2, gap=1)
+    image = Image.open(path)
+    pixels = torch.from_numpy(np.array(image.convert("RGB")))
+    label_width = image.width - 3 * (8 + 1)  # three columns of 8-pixel images, 1 apart
+    assert image.height == 2 * (8 + 1) + 1 and label_width > 10
+    assert pixels[1:9, label_width : label_width + 8].reshape(-1, 3).unique(dim=0).tolist() == [[255, 0, 0]]
+    assert pixels[10:18, label_width + 9 : label_width + 17].reshape(-1, 3).unique(dim=0).tolist() == [[128] * 3]
+    assert pixels[10:18, label_width + 18 :].reshape(-1, 3).unique(dim=0).tolist() == [[255] * 3]  # a short row
+    with pytest.raises(ValueError, match="one label per row"):
+        save_image_grid(tmp_path / "bad.png", [red], ["a", "b"])

@@ -2,7 +2,7 @@
 
 Modules: :mod:`shared.device`, :mod:`shared.distributed`, :mod:`shared.data`,
 :mod:`shared.checkpoint`, :mod:`shared.logging`, :mod:`shared.cli`, :mod:`shared.errors`,
-:mod:`shared.report`, :mod:`shared.testing`.
+:mod:`shared.report`, :mod:`shared.nn`, :mod:`shared.testing`.
 """
 
 from importlib.metadata import version

@@ -127,14 +127,19 @@ def repro_parser(prog: str, description: str, presets: Mapping[str, str], defaul
     return parser
 
 
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` for a ``--threads`` option; None keeps torch's choice."""
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
 def repro_setup(args: argparse.Namespace, package: str) -> tuple[Path, torch.device]:
     """Check the common repro options, set the thread count, and return ``(out folder, device)``."""
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = resolve_device(args.device)
     out = Path(args.out) if args.out is not None else Path("runs") / f"{package}-repro" / time.strftime("%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():

@@ -2,7 +2,8 @@
 
 Every ``<name>-repro`` writes ``results.json`` (with a one-line ``headline``, which ``nox -s demo`` prints
 in its summary), ``results.md`` and ``results.png`` through :func:`write_results` and :func:`plot_bars` /
-:func:`plot_lines`, and keeps each run's results in a :class:`RunCache`.
+:func:`plot_lines`, and keeps each run's results in a :class:`RunCache`. :func:`save_image_grid` draws
+pictures of a method's inputs and outputs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
 
 from shared.checkpoint import atomic_write, save_json
 from shared.logging import get_logger
@@ -259,3 +263,37 @@ def _save(fig, path: Path) -> Path:
     finally:
         plt.close(fig)
     return path
+
+
+def save_image_grid(
+    path: str | os.PathLike,
+    rows: Sequence[torch.Tensor],
+    labels: Sequence[str],
+    *,
+    scale: int = 2,
+    gap: int = 2,
+) -> Path:
+    """A PNG (written atomically) of labelled rows of images: ``rows[i]`` is a uint8 (N, C, H, W) tensor (C 1 or
+    3; every row the same image size, rows may differ in N), drawn ``scale`` times enlarged, ``gap`` pixels apart,
+    with ``labels[i]`` at its left. Needs only Pillow."""
+    if len(rows) != len(labels) or not rows:
+        raise ValueError(f"need one label per row, got {len(rows)} rows and {len(labels)} labels")
+    height, width = (side * scale for side in rows[0].shape[-2:])
+    if any(tuple(r.shape[-2:]) != tuple(rows[0].shape[-2:]) or r.dtype != torch.uint8 for r in rows):
+        raise ValueError("every row must hold uint8 images of the same height and width")
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_width = int(max(draw.textlength(label) for label in labels)) + 2 * gap
+    columns = max(len(r) for r in rows)
+    canvas = Image.new(
+        "RGB", (label_width + columns * (width + gap), len(rows) * (height + gap) + gap), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(canvas)
+    for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
+        top = gap + i * (height + gap)
+        draw.text((gap, top + height // 2 - 5), label, fill=(0, 0, 0))
+        images = row.expand(-1, 3, -1, -1) if row.shape[1] == 1 else row
+        for j, image in enumerate(images):
+            picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+            picture = picture.resize((width, height), Image.Resampling.NEAREST)
+            canvas.paste(picture, (label_width + j * (width + gap), top))
+    return atomic_write(Path(path), lambda f: canvas.save(f, format="PNG"))

@@ -14,6 +14,7 @@ from torch import nn
 
 from facemae.losses import LOSS_ON, margin_softmax_loss, reconstruction_loss
 from shared.errors import UserError
+from shared.nn import Mlp
 
 __all__ = [
     "COMPOSE_MODES",
@@ -112,18 +113,6 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2 (timm ``Mlp``)."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class Block(nn.Module):

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iformer.layers import DropPath, Mlp, init_weights
+from iformer.layers import DropPath, init_weights
+from shared.nn import Mlp
 
 __all__ = [
     "MODEL_CONFIGS",

@@ -15,8 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from lcbooster import bench, repro
 from lcbooster.config import DATASETS, METHODS, PRESETS, SETTINGS, TrainConfig, build_config, parse_noise
 from lcbooster.data import cifar_kind, load_images
@@ -259,10 +257,7 @@ def bench_command(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     parser.add_argument("--amp", action="store_true", help="mixed precision")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    cli.set_threads(args.threads)
     device = resolve_device(args.device)
     if args.transforms:
         result = bench.benchmark_transforms(
