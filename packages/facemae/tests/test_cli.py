@@ -59,6 +59,12 @@ def test_the_whole_pipeline_through_the_console_scripts(tmp_path):
     report = json.loads((tmp_path / "privacy" / "privacy.json").read_text())
     assert {"instance@1", "identity@5", "instance_chance@1", "psnr", "ssim", "mean_cosine"} <= set(report)
     assert report["method"] == "mae" and report["instance_chance@1"] == pytest.approx(1 / 16)
+    by_phi = cli.privacy_command(
+        ["--manifest", str(manifest), "--originals", str(data / "target"), "--attacker", "irm", "--out",
+         str(tmp_path / "privacy-irm"), "--device", "cpu"]
+    )  # fmt: skip
+    assert by_phi["attacker"] == "irm" and by_phi["instance_chance@1"] == report["instance_chance@1"]
+    assert by_phi["psnr"] == report["psnr"] and not (tmp_path / "privacy-irm" / "attacker").exists()  # none trained
     again = _run(
         "train", "--stage", "fr", "--data", str(release), "--out", str(tmp_path / "fr"), *common
     )  # a finished run is never overwritten
@@ -100,6 +106,14 @@ def test_bad_input_is_one_line_and_exit_code_2(tiny_split, tmp_path, capsys):
     assert "needs --weights" in _fails("reconstruct", ["--out", str(tmp_path / "e")], capsys)
     assert "multiple of 20" in _fails("make-synthetic", ["--out", str(tmp_path / "f"), "--pairs", "30"], capsys)
     assert "not found" in _fails("privacy", ["--manifest", str(tmp_path / "m.json"), "--out", str(tmp_path)], capsys)
+    grey = tmp_path / "grey"
+    cli.reconstruct_command(["--method", "masked", "--data", str(tiny_split.target_folder), "--out", str(grey)])
+    assert "not an MAE's" in _fails(
+        "privacy",
+        ["--manifest", f"{grey}.manifest.json", "--originals", str(tiny_split.target_folder), "--attacker", "irm",
+         "--out", str(tmp_path / "g")],
+        capsys,
+    )  # fmt: skip
     assert Path(tiny_split.pairs).is_file()
 
 
@@ -123,6 +137,7 @@ def test_bench_reports_training_and_reconstruction_throughput(capsys):
         ["--model", "mae_vit_tiny_patch4", "--network", "iresnet_mini", "--face-size", "32", "--batch-size", "8",
          "--steps", "1", "--ratios", "0.25,0.9", "--device", "cpu"]
     )  # fmt: skip
-    assert result["train_images_per_s"] > 0 and set(result) >= {"reconstruct_images_per_s@0.25", "threads"}
-    assert "reconstruction at mask 0.9" in capsys.readouterr().out
+    timed = {f"{kind}_images_per_s@{r}" for kind in ("train", "reconstruct") for r in ("0.25", "0.9")}
+    assert set(result) >= timed | {"threads"} and all(result[key] > 0 for key in timed)
+    assert "       0.9 |" in capsys.readouterr().out
     assert "multiple of 4" in _fails("bench", ["--batch-size", "6", "--device", "cpu"], capsys)

@@ -1,5 +1,6 @@
 """The real formats on small files written here in their byte layout: identity folders, RecordIO, .bin."""
 
+import importlib.resources
 import pickle
 import struct
 from pathlib import Path
@@ -15,6 +16,7 @@ from facemae.data import (
     RecordIOWriter,
     denormalize_faces,
     encode_image,
+    load_lfw_subset,
     normalize_faces,
     pack_payload,
     pack_record,
@@ -295,3 +297,21 @@ def test_corrupt_header_record_is_a_one_line_error(tmp_path):
     with pytest.raises(UserError) as excinfo:
         RecordIOReader(tmp_path / "train.rec")
     assert "record 0 of" in one_line(excinfo) and "header is corrupt" in str(excinfo.value)
+
+
+def test_lfw_subset_is_the_100_real_faces_of_the_scikit_image_wheel(monkeypatch):
+    faces = load_lfw_subset(32)
+    assert faces.shape == (100, 3, 32, 32) and faces.dtype == torch.uint8
+    assert torch.equal(faces[:, 0], faces[:, 1]) and torch.equal(faces[:, 1], faces[:, 2])  # grey, replicated
+    assert len({bytes(face.numpy()) for face in faces}) == 100  # 100 different crops
+    native = load_lfw_subset(25)
+    skimage_data = pytest.importorskip("skimage.data")
+    expected = torch.from_numpy(skimage_data.lfw_subset()[:100]).mul(255).round().to(torch.uint8)
+    assert torch.equal(native[:, 0], expected)  # the faces, not the 100 non-face crops after them
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    with pytest.raises(UserError, match="pip install scikit-image"):
+        load_lfw_subset()

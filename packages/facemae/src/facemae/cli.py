@@ -24,6 +24,7 @@ from facemae.config import PRESETS, STAGES, build_config
 from facemae.engine import (
     RELEASES,
     fit,
+    irm_encoder_file,
     load_mae,
     load_recognizer,
     num_identities,
@@ -50,6 +51,13 @@ def _int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
 def _path_list(text: str) -> list[Path]:
@@ -217,6 +225,7 @@ def reconstruct_command(argv: Sequence[str] | None = None) -> dict:
         grid=grid,
         device=device,
         source=str(args.data or "synthetic target set"),
+        weights=str(args.weights) if mae is not None else "",
     )
     print(
         f"released {len(faces) * args.views} faces of {num_identities(faces)} identities into {args.out}; "
@@ -232,15 +241,22 @@ def privacy_command(argv: Sequence[str] | None = None) -> dict:
         description="How much a release leaks: each released face retrieves among the originals by an attacker's "
         "face embeddings (cosine); instance leak@k = its own source is in the top k, identity leak@k = a face of "
         "its identity is; with chance levels, mean cosine, PSNR and SSIM against the sources. The attacker is "
-        "--attacker-weights (a --stage fr final.pt, e.g. phi/final.pt of a mae run, or an arcface_torch "
-        "state_dict) or, by default, a recogniser trained here on the originals (the strongest realistic one).",
+        "--attacker-weights (a --stage fr final.pt or an arcface_torch state_dict), or --attacker irm (the face "
+        "encoder phi of the MAE run that made the release), or, by default, a recogniser trained here on the "
+        "originals (the strongest realistic one).",
     )
     parser.add_argument("--manifest", type=Path, required=True, help="the release's private manifest")
     parser.add_argument("--released", type=Path, default=None, help="release folder (default: the manifest's)")
     parser.add_argument(
         "--originals", type=Path, default=None, help="the released set's originals (default: synthetic)"
     )
-    parser.add_argument("--attacker-weights", type=Path, default=None, help="attacker encoder (default: train one)")
+    parser.add_argument(
+        "--attacker",
+        choices=("train", "irm"),
+        default="train",
+        help="train: a recogniser trained here on the originals; irm: the MAE run's IRM encoder phi",
+    )
+    parser.add_argument("--attacker-weights", type=Path, default=None, help="attacker encoder (overrides --attacker)")
     parser.add_argument("--network", choices=sorted(IRESNET_CONFIGS), default="iresnet50", help="of a raw state_dict")
     parser.add_argument("--topk", type=_int_list, default=[1, 5], help="comma-separated k of leak@k")
     parser.add_argument("--gallery", choices=GALLERY_MODES, default="all", help="exclude-source: identity leaks "
@@ -262,6 +278,10 @@ def privacy_command(argv: Sequence[str] | None = None) -> dict:
         )
     if args.attacker_weights is not None:
         attacker = load_recognizer(args.attacker_weights, args.network, size)
+    elif args.attacker == "irm":
+        if not record.get("weights"):
+            raise UserError(f"{args.manifest} is a {record['method']} release, not an MAE's: --attacker irm needs one")
+        attacker = load_recognizer(irm_encoder_file(record["weights"]), args.network, size)
     else:
         config = build_config("fr", args.preset, data=args.originals, face_size=size, seed=args.seed)
         attacker = trained_recognizer(config, args.out / "attacker", device)
@@ -271,6 +291,7 @@ def privacy_command(argv: Sequence[str] | None = None) -> dict:
         attacker, originals, labels, released, sources, device, topk=args.topk, gallery=args.gallery
     )
     report |= {"method": record["method"], "mask_ratio": record["mask_ratio"]}
+    report["attacker"] = str(args.attacker_weights) if args.attacker_weights is not None else args.attacker
     save_json(args.out / "privacy.json", report)
     print(json.dumps(report, indent=2))
     return report
@@ -316,9 +337,15 @@ def repro_command(argv: Sequence[str] | None = None) -> dict:
         "originals.",
         repro.PRESET_HELP,
     )
-    parser.add_argument("--mask-ratio", type=float, default=0.75, help="share of patches masked")
+    parser.add_argument("--mask-ratio", type=float, default=0.75, help="share of patches masked (MAE training)")
     parser.add_argument("--lambda-irm", type=float, default=None, help="IRM weight of the FaceMAE run (demo: 0.1)")
-    return cli.run_repro(parser, argv, "facemae", repro.run, "mask_ratio", "lambda_irm")
+    parser.add_argument(
+        "--sweep",
+        type=_float_list,
+        default=repro.SWEEP_RATIOS,
+        help="further mask ratios of the masked, MAE and FaceMAE releases (comma-separated; '' for none)",
+    )
+    return cli.run_repro(parser, argv, "facemae", repro.run, "mask_ratio", "lambda_irm", "sweep")
 
 
 def bench_command(argv: Sequence[str] | None = None) -> dict:
@@ -335,19 +362,12 @@ def bench_command(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--face-size", type=int, default=112, help="face side in pixels")
     parser.add_argument("--batch-size", type=int, default=128, help="images per step (a multiple of 4)")
     parser.add_argument("--steps", type=int, default=10, help="timed calls per measurement (median)")
-    parser.add_argument("--ratios", default="0.25,0.5,0.75,0.9", help="comma-separated mask ratios")
+    parser.add_argument("--ratios", type=_float_list, default=bench.RATIOS, help="comma-separated mask ratios")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--amp", action="store_true", help="mixed precision")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    try:
-        ratios = [float(r) for r in args.ratios.split(",") if r.strip()]
-    except ValueError:
-        raise UserError(f"--ratios {args.ratios!r} is not a comma-separated list of numbers") from None
+    cli.set_threads(args.threads)
     result = bench.benchmark(
         resolve_device(args.device),
         model=args.model,
@@ -355,7 +375,7 @@ def bench_command(argv: Sequence[str] | None = None) -> dict:
         face_size=args.face_size,
         batch_size=args.batch_size,
         steps=args.steps,
-        ratios=ratios,
+        ratios=args.ratios,
         amp=args.amp,
     )
     print(bench.format_result(result))

@@ -4,7 +4,8 @@
 - InsightFace RecordIO packs (``train.rec``, ``train.idx``, ``property``), the byte layout of MXNet's
   ``recordio.py`` and dmlc-core ``recordio.cc``, with InsightFace's record-0 header of identity ranges;
 - verification pair files (``lfw.bin``, ``cfp_fp.bin``, ``agedb_30.bin``): a pickle of (encoded images,
-  is-same flags), read by an unpickler that admits nothing but those.
+  is-same flags), read by an unpickler that admits nothing but those;
+- :func:`load_lfw_subset`: the 100 real LFW face crops that ship inside the scikit-image wheel.
 
 Readers give uint8 (3, H, W) tensors; :func:`normalize_faces` maps them to the models' [-1, 1] range.
 """
@@ -12,6 +13,7 @@ Readers give uint8 (3, H, W) tensors; :func:`normalize_faces` maps them to the m
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import io
 import os
 import pickle
@@ -38,6 +40,7 @@ __all__ = [
     "decode_image",
     "denormalize_faces",
     "encode_image",
+    "load_lfw_subset",
     "normalize_faces",
     "open_faces",
     "read_verification_bin",
@@ -56,6 +59,24 @@ def normalize_faces(pixels: torch.Tensor) -> torch.Tensor:
 def denormalize_faces(images: torch.Tensor) -> torch.Tensor:
     """Float images in [-1, 1] -> uint8 pixels (clamped and rounded), the inverse of :func:`normalize_faces`."""
     return images.detach().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+LFW_SUBSET_FACES = 100  # skimage's lfw_subset: 100 faces, then 100 non-face background crops
+
+
+def load_lfw_subset(size: int = 32) -> torch.Tensor:
+    """The real LFW face crops of scikit-image's ``data.lfw_subset()`` (100 grey 25 x 25 faces, read from the
+    ``skimage/data/lfw_subset.npy`` file inside its wheel, never downloaded) as uint8 (100, 3, size, size),
+    the grey replicated to three channels and resized bicubically."""
+    try:
+        path = importlib.resources.files("skimage") / "data" / "lfw_subset.npy"
+        crops = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)[:LFW_SUBSET_FACES]
+    except (ModuleNotFoundError, FileNotFoundError, ValueError) as error:
+        raise UserError(f"the LFW crops of scikit-image are unavailable ({error}): pip install scikit-image") from None
+    faces = torch.from_numpy(crops).float().mul(255).unsqueeze(1).expand(-1, 3, -1, -1)
+    if size != faces.shape[-1]:
+        faces = torch.nn.functional.interpolate(faces, size=(size, size), mode="bicubic", align_corners=False)
+    return faces.round().clamp(0, 255).to(torch.uint8)
 
 
 def _pixels(image: Image.Image, size: int | None = None) -> torch.Tensor:

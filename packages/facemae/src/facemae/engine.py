@@ -168,6 +168,20 @@ def load_mae(path: str | os.PathLike) -> tuple[MaskedAutoencoderViT, dict]:
     return mae.eval(), config
 
 
+def irm_encoder_file(mae_weights: str | os.PathLike) -> Path:
+    """The phi whose relations an MAE run's IRM matched: its ``irm_weights``, or the recogniser it trained on
+    the source originals (``<run>/phi/final.pt``), the attacker of ``facemae-privacy --attacker irm``."""
+    config = load_mae(mae_weights)[1]
+    trained_here = Path(mae_weights).parent / "phi" / "final.pt"
+    path = Path(config["irm_weights"]) if config.get("irm_weights") else trained_here
+    if not path.is_file():
+        raise UserError(
+            f"{path}, the IRM encoder of the MAE run {mae_weights}, is missing (a run with lambda_irm 0 trains "
+            "none): pass --attacker-weights"
+        )
+    return path
+
+
 @torch.no_grad()
 def embed(model: nn.Module, pixels: torch.Tensor, device: torch.device, *, flip: bool = False) -> torch.Tensor:
     """Embeddings (N, D) of uint8 faces (their horizontal flip's added with ``flip``, as InsightFace verifies)."""
@@ -549,11 +563,13 @@ def reconstruct_dataset(
     grid: int = 8,
     device: torch.device | None = None,
     source: str = "",
+    weights: str = "",
 ) -> Path:
     """Release every face of ``faces`` (``views`` times, each with its own mask seed) into ``out`` as identity
     folders (``fmt="folder"``) or a RecordIO pack (``rec``) with its identity label, and write the private
     ``manifest`` (JSON: each released item's source index, view, identity, location and mask seed). The
-    manifest lets its holder measure leakage; it is not part of the release. Returns the manifest path."""
+    manifest lets its holder measure leakage; it is not part of the release. ``weights`` (recorded) names the
+    MAE's ``final.pt``. Returns the manifest path."""
     if fmt not in ("folder", "rec"):
         raise UserError(f"--format must be folder or rec, got {fmt!r}")
     if views < 1 or not 0 < mask_ratio < 1:
@@ -593,6 +609,7 @@ def reconstruct_dataset(
                 items[k]["key"] = writer.write(released[k][1], released[k][0])
     record = {"method": method, "mask_ratio": mask_ratio, "views": views, "seed": seed, "compose": compose}
     record |= {"grid": grid, "format": fmt, "release": str(out), "source": source, "source_count": len(faces)}
+    record["weights"] = weights
     checkpoint.save_json(manifest, record | {"items": items})
     return manifest
 
