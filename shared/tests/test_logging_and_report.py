@@ -158,7 +158,7 @@ def test_t_intervals_match_scipy_and_a_hand_computed_interval():
 
 def test_figures_and_results_markdown(tmp_path):
     pytest.importorskip("matplotlib")
-    from shared.report import plot_bars, plot_lines
+    from shared.report import plot_bars, plot_line_panels, plot_lines
 
     bars = plot_bars(
         tmp_path / "bars.png",
@@ -173,7 +173,17 @@ def test_figures_and_results_markdown(tmp_path):
     intervals = plot_bars(
         tmp_path / "ci.png", ["a"], {"d": [[-1.0, 2.0, 0.5]]}, ylabel="difference", title="t", interval=True
     )
-    for figure in (bars, lines, intervals):
+    panels = plot_line_panels(
+        tmp_path / "panels.png",
+        {
+            "task a": ([1, 2], {"ours": [[1.0], [2.0]], "theirs": [[0.5], [1.0]]}, "rmse"),
+            "task b": ([1], {"ours": [[3.0]]}, "auc"),
+        },
+        xlabel="labels",
+        emphasis="ours",
+    )
+    assert Image.open(panels).width > Image.open(lines).width  # two panels side by side
+    for figure in (bars, lines, intervals, panels):
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = write_results(tmp_path, title="Toy", table="| a |", headline="h", results={}, figure=bars)
     assert "![Toy](bars.png)" in md.read_text()
@@ -183,7 +193,7 @@ def test_figures_and_results_markdown(tmp_path):
 def test_figures_without_matplotlib_are_skipped_with_a_note(tmp_path, monkeypatch):
     import builtins
 
-    from shared.report import plot_bars
+    from shared.report import plot_bars, plot_line_panels
 
     real_import = builtins.__import__
 
@@ -195,6 +205,7 @@ def test_figures_without_matplotlib_are_skipped_with_a_note(tmp_path, monkeypatc
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert plot_bars(tmp_path / "x.png", ["a"], {"s": [[1.0]]}, ylabel="y", title="t") is None
     assert not (tmp_path / "x.png").exists()
+    assert plot_line_panels(tmp_path / "p.png", {"a": ([1], {"s": [[1.0]]}, "y")}, xlabel="x") is None
 
 
 def test_save_image_grid_lays_out_labelled_rows(tmp_path):

@@ -2,8 +2,8 @@
 
 Every ``<name>-repro`` writes ``results.json`` (with a one-line ``headline``, which ``nox -s demo`` prints
 in its summary), ``results.md`` and ``results.png`` through :func:`write_results` and :func:`plot_bars` /
-:func:`plot_lines`, and keeps each run's results in a :class:`RunCache`. :func:`save_image_grid` draws
-pictures of a method's inputs and outputs.
+:func:`plot_lines` / :func:`plot_line_panels`, and keeps each run's results in a :class:`RunCache`.
+:func:`save_image_grid` draws pictures of a method's inputs and outputs.
 """
 
 from __future__ import annotations
@@ -234,16 +234,49 @@ def plot_lines(
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    for name, values in series.items():
-        stats = [mean_std(v) for v in values]
-        means = [m for m, _ in stats]
-        ax.plot(x, means, marker="o", label=name)
-        ax.fill_between(x, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
+    _draw_lines(ax, x, series)
     ax.set_xlabel(xlabel)
     if log_x:
         ax.set_xscale("log")
     _finish(fig, ax, ylabel, title, legend=len(series) > 1)
     return _save(fig, Path(path))
+
+
+def plot_line_panels(
+    path: str | os.PathLike,
+    panels: Mapping[str, tuple[Sequence[float], Mapping[str, Sequence[Sequence[float]]], str]],
+    *,
+    xlabel: str,
+    emphasis: str | None = None,
+) -> Path | None:
+    """:func:`plot_lines` side by side: ``panels[title] = (x, series, ylabel)``, one panel each, one legend (the
+    last panel's); the series named ``emphasis`` is drawn thicker (the method a reproduction is about).
+
+    Returns the PNG written, or None when matplotlib is not installed.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, (title, (x, series, ylabel)) in zip(axes[0], panels.items(), strict=True):
+        _draw_lines(ax, x, series, emphasis)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10, wrap=True)
+        ax.grid(axis="y", alpha=0.3)
+    last = axes[0][-1]
+    if len(last.get_lines()) > 1:
+        last.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    return _save(fig, Path(path))
+
+
+def _draw_lines(ax, x: Sequence[float], series: Mapping[str, Sequence[Sequence[float]]], emphasis=None) -> None:
+    for name, values in series.items():
+        stats = [mean_std(v) for v in values]
+        means = [m for m, _ in stats]
+        ax.plot(x, means, marker="o", label=name, linewidth=2.5 if name == emphasis else None)
+        ax.fill_between(x, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
 
 
 def _finish(fig, ax, ylabel: str, title: str, legend: bool) -> None:
