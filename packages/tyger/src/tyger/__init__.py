@@ -1,0 +1,112 @@
+"""Tyger (arXiv 2205.11279): task-type-generic active learning for molecular property prediction."""
+
+from importlib.metadata import version
+
+from tyger.chem import (
+    GraphBatch,
+    MolGraph,
+    SmilesTokenizer,
+    canonical_smiles,
+    collate_graphs,
+    descriptors,
+    ecfp4,
+    ecfp4_bitvects,
+    featurize,
+    murcko_scaffold,
+    parse_smiles,
+    tokenize_smiles,
+)
+from tyger.config import PRESETS, LoopConfig, build_config
+from tyger.data import (
+    EMBEDDED,
+    MoleculeDataset,
+    TaskSpec,
+    load_embedded,
+    random_split,
+    read_molecule_csv,
+    scaffold_split,
+    write_embedded_csv,
+)
+from tyger.engine import fit, prepare_data, pretrain_querying, train_task_learner
+from tyger.losses import (
+    dk_descriptor_loss,
+    dk_fingerprint_loss,
+    feedback_rank_loss,
+    feedback_relation_loss,
+    standardize_targets,
+    tanimoto,
+    task_loss,
+    translation_loss,
+)
+from tyger.metrics import accuracy, aulc, reconstruction_accuracy, rmse, roc_auc, smiles_validity
+from tyger.models import (
+    MODEL_CONFIGS,
+    GINEEncoder,
+    LossPredictionModule,
+    QueryingModule,
+    SmilesGRUDecoder,
+    TaskLearner,
+    global_pool,
+    querying_module,
+    task_learner,
+)
+from tyger.selection import SELECTORS, kcenter_greedy, select
+
+__version__ = version("reprozoo-tyger")
+
+__all__ = [
+    "EMBEDDED",
+    "MODEL_CONFIGS",
+    "PRESETS",
+    "SELECTORS",
+    "GINEEncoder",
+    "GraphBatch",
+    "LoopConfig",
+    "LossPredictionModule",
+    "MolGraph",
+    "MoleculeDataset",
+    "QueryingModule",
+    "SmilesGRUDecoder",
+    "SmilesTokenizer",
+    "TaskLearner",
+    "TaskSpec",
+    "__version__",
+    "accuracy",
+    "aulc",
+    "build_config",
+    "canonical_smiles",
+    "collate_graphs",
+    "descriptors",
+    "dk_descriptor_loss",
+    "dk_fingerprint_loss",
+    "ecfp4",
+    "ecfp4_bitvects",
+    "featurize",
+    "feedback_rank_loss",
+    "feedback_relation_loss",
+    "fit",
+    "global_pool",
+    "kcenter_greedy",
+    "load_embedded",
+    "murcko_scaffold",
+    "parse_smiles",
+    "prepare_data",
+    "pretrain_querying",
+    "querying_module",
+    "random_split",
+    "read_molecule_csv",
+    "reconstruction_accuracy",
+    "rmse",
+    "roc_auc",
+    "scaffold_split",
+    "select",
+    "smiles_validity",
+    "standardize_targets",
+    "tanimoto",
+    "task_learner",
+    "task_loss",
+    "tokenize_smiles",
+    "train_task_learner",
+    "translation_loss",
+    "write_embedded_csv",
+]
