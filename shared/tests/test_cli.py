@@ -212,3 +212,15 @@ def test_run_folder_leaves_no_empty_folder_after_a_failure(tmp_path):
     with cli.run_folder(tmp_path / "ok", "toy", resume=False) as out:
         pass
     assert out.is_dir()
+
+
+def test_comma_list_is_an_argparse_type_with_a_one_line_error(capsys):
+    parser = cli.ArgumentParser(prog="tool")
+    parser.add_argument("--k", type=cli.comma_list(int, "integers"), default=[1])
+    parser.add_argument("--names", type=cli.comma_list(), default=None)
+    args = parser.parse_args(["--k", " 3, 5,,", "--names", "a, b"])
+    assert args.k == [3, 5] and args.names == ["a", "b"]
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(["--k", "3,x"])
+    assert exit_.value.code == 2
+    assert "'3,x' is not a comma-separated list of integers" in capsys.readouterr().err

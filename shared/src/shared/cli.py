@@ -5,6 +5,7 @@
   fill every option the user did not give, and one-line usage errors with exit code 2.
 - :func:`repro_parser`, :func:`repro_setup` and :func:`run_repro`: the options and the body of every
   ``<name>-repro``.
+- :func:`comma_list`: the argparse ``type`` of an option that takes ``a,b,c``.
 - :func:`main` wraps a console-script entry point: a :class:`~shared.errors.UserError` or a
   missing file becomes one line on stderr and exit code 2, never a traceback.
 """
@@ -100,6 +101,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # one line, exit code 2
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def comma_list(convert: Callable[[str], Any] = str, what: str = "names") -> Callable[[str], list]:
+    """An argparse ``type`` for ``--option a,b,c``: each non-blank item, stripped, through ``convert``; an item
+    ``convert`` refuses (``ValueError``) is a usage error, "'TEXT' is not a comma-separated list of ``what``"."""
+
+    def parse(text: str) -> list:
+        try:
+            return [convert(item.strip()) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {what}") from None
+
+    return parse
 
 
 def repro_parser(prog: str, description: str, presets: Mapping[str, str], default: str = "demo") -> ArgumentParser:

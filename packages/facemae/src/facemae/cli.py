@@ -45,23 +45,9 @@ from shared.device import resolve_device
 from shared.errors import UserError
 from shared.logging import get_logger
 
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
-
-
-def _path_list(text: str) -> list[Path]:
-    return [Path(v.strip()) for v in text.split(",") if v.strip()]
+_int_list = cli.comma_list(int, "integers")
+_float_list = cli.comma_list(float, "numbers")
+_path_list = cli.comma_list(Path, "paths")
 
 
 def _pair(text: str) -> tuple[int, int]:

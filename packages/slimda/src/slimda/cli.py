@@ -359,7 +359,7 @@ def repro_command(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--variants",
-        type=_names,
+        type=cli.comma_list(),
         default=",".join(repro.ABLATION),
         help="comma-separated subset of " + ",".join(repro.VARIANTS) + " (the last three: controls of SEED)",
     )
@@ -372,10 +372,6 @@ def repro_command(argv: Sequence[str] | None = None) -> dict:
     )
     options = ("dataset", "iterations", "samples", "budgets", "variants", "bn_forward")
     return cli.run_repro(parser, argv, "slimda", repro.run, *options)
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 COMMANDS = {

@@ -42,8 +42,7 @@ def _size(text: str) -> float:
     return value
 
 
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+_names = cli.comma_list()
 
 
 def _data_args(parser: cli.ArgumentParser) -> None:
@@ -277,7 +276,7 @@ def bench_command(argv: Sequence[str] | None = None) -> dict:
         "growing pool sizes built by repeating the embedded molecules. Selection works in blocks: no pool x pool "
         "matrix.",
     )
-    parser.add_argument("--pools", type=lambda t: [int(v) for v in _names(t)], default=list(bench.POOLS),
+    parser.add_argument("--pools", type=cli.comma_list(int, "integers"), default=list(bench.POOLS),
                         help="comma-separated pool sizes")  # fmt: skip
     parser.add_argument("--molecules", type=int, default=1000, help="molecules for the throughput measurements")
     parser.add_argument("--model", choices=PRESETS, default="demo", help="network sizes")
