@@ -261,12 +261,7 @@ def plot_line_panels(
     for ax, (title, (x, series, ylabel)) in zip(axes[0], panels.items(), strict=True):
         _draw_lines(ax, x, series, emphasis)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=10, wrap=True)
-        ax.grid(axis="y", alpha=0.3)
-    last = axes[0][-1]
-    if len(last.get_lines()) > 1:
-        last.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        _style(ax, ylabel, title, legend=ax is axes[0][-1] and len(series) > 1)
     fig.tight_layout()
     return _save(fig, Path(path))
 
@@ -280,12 +275,16 @@ def _draw_lines(ax, x: Sequence[float], series: Mapping[str, Sequence[Sequence[f
 
 
 def _finish(fig, ax, ylabel: str, title: str, legend: bool) -> None:
+    _style(ax, ylabel, title, legend)
+    fig.tight_layout()
+
+
+def _style(ax, ylabel: str, title: str, legend: bool) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(axis="y", alpha=0.3)
     if legend:  # right of the axes, where it hides no data
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    fig.tight_layout()
 
 
 def _save(fig, path: Path) -> Path:

@@ -220,11 +220,13 @@ def run(
 
             spec = {"fr": fr, "mae": mae_cfg, "mask_ratio": ratio, "attacker": attacker_run.parent.name}
             runs[key].append(cache.run(run_name, spec, release_and_train))
-        trained_maes = {name: load_mae(path)[0] for name, (path, _) in maes.items()}
-        attacker = load_recognizer(attacker_run / "final.pt")
-        for name, run in maes.items():
-            mae_runs[name][-1] |= {"target": held_out(run, phi, target_order, device)}
-            lfw_runs[name].append(lfw_check(trained_maes[name], run[1], attacker, lfw, ratios, seed, device))
+        trained_maes = {name: load_mae(path)[0].to(device) for name, (path, _) in maes.items()}
+        attacker, phi_model = load_recognizer(attacker_run / "final.pt"), load_recognizer(phi).to(device)
+        for name, (_, config) in maes.items():
+            # L_rec, L_IRM (through the FaceMAE run's phi) and masked-patch PSNR on the unseen target faces
+            held = evaluate_mae(trained_maes[name], phi_model, target_order, config, device)
+            mae_runs[name][-1] |= {"target": held}
+            lfw_runs[name].append(lfw_check(trained_maes[name], config, attacker, lfw, ratios, seed, device))
         lfw_runs["masked"].append(lfw_check(None, batches, attacker, lfw, ratios, seed, device))
         if seed == 0:
             picture = face_grid(out / "faces.png", trained_maes, originals, lfw, ratios, mask_ratio, device)
@@ -366,13 +368,6 @@ def face_grid(
             rows.append(release_images("mae", faces, seeds, mask_ratio=ratio, mae=maes[name], device=device))
             labels.append(f"{'FaceMAE' if name == 'facemae' else 'MAE only'} {ratio:g}")
     return save_image_grid(path, rows, labels, scale=3)
-
-
-def held_out(run: tuple[Path, MAEConfig], phi: Path, faces: torch.Tensor, device: torch.device) -> dict:
-    """L_rec, L_IRM (through the FaceMAE run's phi) and masked-patch PSNR of an MAE on the unseen target faces."""
-    weights, config = run
-    mae = load_mae(weights)[0]
-    return evaluate_mae(mae, load_recognizer(phi).to(device), faces, config, device)
 
 
 def _reuse(trained: list[str], per_seed: int, seeds: int, out: Path) -> str:

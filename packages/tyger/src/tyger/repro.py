@@ -26,7 +26,7 @@ from shared.logging import get_logger
 from shared.report import RunCache, format_mean_std, markdown_table, mean_std, plot_line_panels, write_results
 from tyger import __version__
 from tyger.config import LoopConfig, build_config, plain, validate
-from tyger.engine import fit, prepare_data
+from tyger.engine import fit, load_dataset, prepare_data
 
 TASKS = ("chembl-reg", "chembl-bin", "nci-alerts")
 METHODS = ("tyger", "random", "coreset", "maxmin-ecfp", "bald", "learning-loss")
@@ -67,13 +67,14 @@ def compare(
     With ``cache`` each run is a :class:`~shared.report.RunCache` entry (reused when recorded with the same
     configuration by this version), its files in ``cache.fresh_folder(name)``; without, each run writes into
     ``folder/<selector>-seed<k>`` (``resume`` continues a run with a checkpoint, reuses a finished one). The
-    data are read and featurised once per seed, and the pre-trained querying module is shared per seed.
+    molecules are read and featurised once, split once per seed, and the pre-trained querying module is shared
+    per seed.
     ``counter["trained"]`` counts the runs computed (not reused).
     """
     counter = {} if counter is None else counter
     results: dict[str, list[dict]] = {s: [] for s in selectors}
+    lazy = _LazyData()
     for seed in seeds:
-        lazy = _LazyData()
         pretrained = folder / "pretrained"  # one file per pool and settings: shared by chembl-reg and chembl-bin
         pretrained.mkdir(parents=True, exist_ok=True)
         for selector in selectors:
@@ -96,14 +97,18 @@ def compare(
 
 
 class _LazyData:
-    """The prepared data of one seed, made on first use (all cached runs: never)."""
+    """The data of a comparison, made on first use (all runs cached: never): the molecules read and featurised
+    once (their graphs kept on the dataset), the split of the current seed."""
 
     def __init__(self) -> None:
-        self.data = None
+        self.dataset = None
+        self.seed, self.data = None, None
 
     def __call__(self, config: LoopConfig):
-        if self.data is None:
-            self.data = prepare_data(config)
+        if self.dataset is None:
+            self.dataset = load_dataset(config)
+        if self.seed != config.seed:
+            self.seed, self.data = config.seed, prepare_data(config, self.dataset)
         return self.data
 
 
