@@ -63,6 +63,17 @@ def test_resume_after_an_interruption_reproduces_the_run(tmp_path, reg_config, r
     assert _selected(tmp_path / "cut") == _selected(tmp_path / "full")
 
 
+def test_eval_repeats_average_the_curve_without_changing_the_picks(tmp_path, reg_config, reg_data):
+    one = fit(reg_config, tmp_path / "one", CPU, quiet=True, data=reg_data)
+    three = fit(dataclasses.replace(reg_config, eval_repeats=3), tmp_path / "three", CPU, quiet=True, data=reg_data)
+    assert three["labelled"] == one["labelled"] and _selected(tmp_path / "three") == _selected(tmp_path / "one")
+    for a, b in zip(one["curve"], three["curve"], strict=True):
+        assert len(b["test_repeats"]) == 3 and b["test_repeats"][0] == a["test"]  # the first is the usual learner
+        assert b["test"] == pytest.approx(sum(b["test_repeats"]) / 3) and len(set(b["test_repeats"])) == 3
+    with pytest.raises(UserError, match="eval-repeats"):
+        build_config("demo", eval_repeats=0)
+
+
 @pytest.mark.parametrize(
     "selector", ["tyger", "random", "coreset", "maxmin-ecfp", "bald", "learning-loss", "entropy", "margin", "badge"]
 )

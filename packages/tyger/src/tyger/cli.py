@@ -89,6 +89,13 @@ def _model_args(parser: cli.ArgumentParser, selector: bool = True) -> None:
     group.add_argument("--lr", type=float, default=None, help="Adam learning rate (1e-3)")
     group.add_argument("--mc-samples", type=int, default=None, help="MC-dropout samples of bald (20)")
     group.add_argument(
+        "--eval-repeats",
+        type=int,
+        default=None,
+        help="score each round by the mean test metric of this many task learners trained from different inits "
+        "(the first alone drives the selection): a less noisy curve, same picks (1)",
+    )
+    group.add_argument(
         "--preset",
         choices=PRESETS,
         default="demo",
@@ -133,6 +140,7 @@ def _config(args: argparse.Namespace, resume: bool = True, torchrun: bool = Fals
         query_batch_size=args.query_batch_size,
         lr=args.lr,
         mc_samples=args.mc_samples,
+        eval_repeats=args.eval_repeats,
         seed=args.seed,
         **extra,
     )

@@ -57,6 +57,10 @@ class LoopConfig:
     finetune_epochs: int = 10
     task_epochs: int = 100
     patience: int = 20
+    # Measurement, not method: each round's test metric is the mean over this many task learners trained on the
+    # same labels from different initialisations; the first one alone drives the selection, so the picks do not
+    # change. 1 is the usual protocol; more lowers the noise of the learning curve (tyger-repro uses 3).
+    eval_repeats: int = 1
     task_batch_size: int = 32
     query_batch_size: int = 64
     lr: float = 1e-3
@@ -158,6 +162,8 @@ def validate(config: LoopConfig) -> None:
         raise UserError("--rounds and min_batch must be >= 0")
     if min(config.task_epochs, config.patience, config.task_batch_size - 1, config.query_batch_size - 1) < 1:
         raise UserError("--task-epochs and --patience must be >= 1, batch sizes >= 2")
+    if config.eval_repeats < 1:
+        raise UserError(f"--eval-repeats must be >= 1, got {config.eval_repeats}")
     if config.pretrain_epochs < 0 or config.finetune_epochs < 0:
         raise UserError("--pretrain-epochs and --finetune-epochs must be >= 0")
     if config.lr <= 0 or config.clip <= 0 or config.mc_samples < 2 or config.max_tokens < 2:

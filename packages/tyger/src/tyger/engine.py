@@ -314,6 +314,20 @@ def train_task_learner(
     return TaskResult(model, mean, std, loss_sum / epochs, best, epochs, predictor)
 
 
+def repeat_evaluations(
+    config: LoopConfig, data: ALData, labelled: Sequence[int], device: torch.device, seed: int
+) -> list[float]:
+    """Test metrics of ``config.eval_repeats - 1`` more task learners trained on ``labelled`` from other
+    initialisations, for a less noisy learning curve. They run on forked RNG streams, so the rest of the
+    round (fine-tuning, selection) sees the same random state as with one task learner."""
+    out = []
+    for k in range(1, config.eval_repeats):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            extra = train_task_learner(config, data.pool.subset(labelled), data.val, device, seed + 1_000_003 * k)
+            out.append(evaluate(extra.model, data.test, device, extra.mean, extra.std))
+    return out
+
+
 # --- the querying module ----------------------------------------------------------------------------------------
 
 
@@ -657,12 +671,16 @@ def fit(
             config, data.pool.subset(labelled), data.val, device, seed, loss_module=config.selector == "learning-loss"
         )
         test_metric = evaluate(task.model, data.test, device, task.mean, task.std)
+        repeats = [test_metric, *repeat_evaluations(config, data, labelled, device, seed)]
+        test_metric = sum(repeats) / len(repeats)
         if math.isnan(test_metric):
             log.warning(
                 f"round {r}: the test {spec.metric_name} is undefined (a test label column holds one class only): "
                 "use more data or another split"
             )
         point = {"round": r, "labelled": len(labelled), "test": test_metric, "val": task.val_metric}
+        if len(repeats) > 1:
+            point["test_repeats"] = repeats
         curve.append(point)
         record = point | {"epochs": task.epochs}
         if r < config.rounds:

@@ -94,7 +94,7 @@ class GINEConv(nn.Module):
 
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor, edge_attr: torch.Tensor) -> torch.Tensor:
         src, dst = edge_index
-        messages = F.relu(h[src] + self.bond_encoder(edge_attr))
+        messages = F.relu(h.index_select(0, src) + self.bond_encoder(edge_attr))
         return self.mlp(h + torch.zeros_like(h).index_add_(0, dst, messages))
 
 

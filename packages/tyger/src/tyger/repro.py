@@ -33,12 +33,13 @@ METHODS = ("tyger", "random", "coreset", "maxmin-ecfp", "bald", "learning-loss")
 CLASSIFICATION_METHODS = ("entropy", "margin")
 #: Per scale: the LoopConfig preset and options for every run, and row limits of the embedded sets.
 SCALES: dict[str, dict] = {
-    "demo": {"preset": "demo", "options": {}, "limits": {"nci-alerts": 1500}},
-    "small": {"preset": "small", "options": {}, "limits": {}},
+    "demo": {"preset": "demo", "options": {"eval_repeats": 3}, "limits": {"nci-alerts": 1500}},
+    "small": {"preset": "small", "options": {"eval_repeats": 3}, "limits": {}},
 }
 PRESET_HELP = {
-    "demo": "2x64 GINE, 32 initial + 4 rounds x 32 labels, NCI limited to 1,500 molecules",
-    "small": "3x128 GINE, 5% initial + 6 rounds x 5%, full embedded sets",
+    "demo": "2x64 GINE, 32 initial + 4 rounds x 32 labels, NCI limited to 1,500 molecules, each round scored by 3 "
+    "task learners",
+    "small": "3x128 GINE, 5% initial + 6 rounds x 5%, full embedded sets, each round scored by 3 task learners",
 }
 
 
