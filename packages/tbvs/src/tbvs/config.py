@@ -122,6 +122,18 @@ def milestones_for(preset: str, iterations: int) -> tuple[int, ...]:
     return tuple(max(1, round(f * iterations)) for f in MILESTONE_FRACTIONS[preset])
 
 
+def _typed(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with paths as ``Path`` and sequences as tuples (from the CLI or from JSON)."""
+    values = dict(values)
+    for name in ("data", "raw", "text_model", "rgb_weights", "flow_weights"):
+        if values.get(name) is not None:
+            values[name] = Path(values[name])
+    for name in ("milestones", "color_jitter"):
+        if name in values:
+            values[name] = tuple(values[name])
+    return values
+
+
 def build_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
     """The configuration of ``preset`` with ``overrides`` (None = not given); impossible values: UserError.
 
@@ -136,13 +148,7 @@ def build_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
     values |= {k: v for k, v in overrides.items() if v is not None}
     if overrides.get("milestones") is None:
         values["milestones"] = milestones_for(preset, values.get("iterations", TrainConfig.iterations))
-    for name in ("data", "raw", "text_model", "rgb_weights", "flow_weights"):
-        if values.get(name) is not None:
-            values[name] = Path(values[name])
-    for name in ("milestones", "color_jitter"):
-        if name in values:
-            values[name] = tuple(values[name])
-    config = TrainConfig(**values)
+    config = TrainConfig(**_typed(values))
     validate(config)
     return config
 
@@ -236,10 +242,4 @@ def from_plain(values: dict[str, Any]) -> TrainConfig:
     """Inverse of :func:`to_plain` (a saved run's configuration; not validated again)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in values.items() if k in names}
-    for name in ("data", "raw", "text_model", "rgb_weights", "flow_weights"):
-        if values.get(name) is not None:
-            values[name] = Path(values[name])
-    for name in ("milestones", "color_jitter"):
-        if name in values:
-            values[name] = tuple(values[name])
-    return TrainConfig(**values)
+    return TrainConfig(**_typed(values))
