@@ -221,13 +221,18 @@ def flow_estimator(
     return method
 
 
+def check_flow_method(method: str | RaftFlow) -> None:
+    """A ``UserError`` unless ``method`` is a name of ``FLOW_METHODS`` or a :class:`RaftFlow`."""
+    if not isinstance(method, RaftFlow) and method not in FLOW_METHODS:
+        names = ", ".join([*FLOW_METHODS, *WEIGHTED_FLOW_METHODS])
+        raise UserError(f"unknown flow method {method!r}: choose one of {names}")
+
+
 def estimate_video_flow(frames: Sequence[np.ndarray], method: str | RaftFlow = "farneback") -> list[np.ndarray]:
     """One flow per frame: t→t+1 for every frame but the last, which reuses (F−1 → F); zeros for one frame.
 
     ``method``: a name of ``FLOW_METHODS`` or a :class:`RaftFlow` (see :func:`flow_estimator`)."""
-    if not isinstance(method, RaftFlow) and method not in FLOW_METHODS:
-        names = ", ".join([*FLOW_METHODS, *WEIGHTED_FLOW_METHODS])
-        raise UserError(f"unknown flow method {method!r}: choose one of {names}")
+    check_flow_method(method)
     if not frames:
         return []
     if isinstance(method, RaftFlow):
@@ -311,7 +316,7 @@ def write_flow_folders(
 
     ``on_video(done, total, folder)`` is called after each video (progress). Returns the counts.
     """
-    estimate_video_flow([], method)  # an unknown method fails before any file is read
+    check_flow_method(method)  # before any file is read
     root = require_path(frames, "--frames (a folder of video frames)", kind="dir")
     videos = video_folders(root)
     if not videos:

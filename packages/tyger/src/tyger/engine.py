@@ -315,15 +315,15 @@ def train_task_learner(
 
 
 def repeat_evaluations(
-    config: LoopConfig, data: ALData, labelled: Sequence[int], device: torch.device, seed: int
+    config: LoopConfig, data: ALData, train: MoleculeDataset, device: torch.device, seed: int
 ) -> list[float]:
-    """Test metrics of ``config.eval_repeats - 1`` more task learners trained on ``labelled`` from other
+    """Test metrics of ``config.eval_repeats - 1`` more task learners trained on ``train`` from other
     initialisations, for a less noisy learning curve. They run on forked RNG streams, so the rest of the
     round (fine-tuning, selection) sees the same random state as with one task learner."""
     out = []
     for k in range(1, config.eval_repeats):
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            extra = train_task_learner(config, data.pool.subset(labelled), data.val, device, seed + 1_000_003 * k)
+            extra = train_task_learner(config, train, data.val, device, seed + 1_000_003 * k)
             out.append(evaluate(extra.model, data.test, device, extra.mean, extra.std))
     return out
 
@@ -667,11 +667,10 @@ def fit(
     for r in range(start_round, config.rounds + 1):
         t0 = time.perf_counter()
         seed = round_seed(config.seed, r)
-        task = train_task_learner(
-            config, data.pool.subset(labelled), data.val, device, seed, loss_module=config.selector == "learning-loss"
-        )
+        train = data.pool.subset(labelled)
+        task = train_task_learner(config, train, data.val, device, seed, loss_module=config.selector == "learning-loss")
         test_metric = evaluate(task.model, data.test, device, task.mean, task.std)
-        repeats = [test_metric, *repeat_evaluations(config, data, labelled, device, seed)]
+        repeats = [test_metric, *repeat_evaluations(config, data, train, device, seed)]
         test_metric = sum(repeats) / len(repeats)
         if math.isnan(test_metric):
             log.warning(
