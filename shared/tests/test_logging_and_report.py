@@ -13,9 +13,11 @@ from shared.logging import MetricsWriter, Progress, get_logger, read_metrics
 from shared.report import (
     format_ci95,
     format_mean_std,
+    hypothesis_lines,
     markdown_table,
     mean_ci95,
     mean_std,
+    paired_differences,
     save_image_grid,
     t_quantile_975,
     write_results,
@@ -142,6 +144,19 @@ def test_run_cache_reuses_only_the_same_version_and_configuration(tmp_path):
     folder = cache.fresh_folder("c")
     (folder / "old.pt").write_text("left by an older run")
     assert cache.fresh_folder("c") == tmp_path / "runs" / "c" and not any(folder.iterdir())
+
+
+def test_paired_differences_and_hypothesis_lines():
+    assert paired_differences([0.5, 0.75], [0.25, 1.0]) == [0.25, -0.25]
+    with pytest.raises(ValueError):
+        paired_differences([1.0], [1.0, 2.0])
+    lines = hypothesis_lines(
+        {
+            "a": {"statement": "gain > 0", "measured": 0.1234, "held": True},
+            "b": {"statement": "AP >= 0.8", "measured": 0.6, "held": False},
+        }
+    )
+    assert lines == "- gain > 0: measured 0.123, held\n- AP >= 0.8: measured 0.600, did not hold"
 
 
 def test_t_intervals_match_scipy_and_a_hand_computed_interval():

@@ -73,6 +73,19 @@ def format_mean_std(values: Sequence[float], digits: int = 2, scale: float = 1.0
     return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def paired_differences(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """Per-seed differences ``a[i] - b[i]`` of two runs paired by seed (for :func:`format_ci95`)."""
+    return [x - y for x, y in zip(a, b, strict=True)]
+
+
+def hypothesis_lines(hypotheses: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown bullets of pre-registered targets: each {"statement", "measured", "held"} as one line."""
+    return "\n".join(
+        f"- {h['statement']}: measured {h['measured']:.3f}, {'held' if h['held'] else 'did not hold'}"
+        for h in hypotheses.values()
+    )
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured markdown table."""
     cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]

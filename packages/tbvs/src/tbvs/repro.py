@@ -34,8 +34,10 @@ from shared.report import (
     RunCache,
     format_ci95,
     format_mean_std,
+    hypothesis_lines,
     markdown_table,
     mean_std,
+    paired_differences,
     plot_bars,
     save_image_grid,
     write_results,
@@ -134,9 +136,9 @@ def run(
     summary = {key: _summary(values) for key, values in runs.items()}
     ambiguous = {key: [r["metrics"]["ambiguous"]["mean_iou"] for r in runs[key]] for key in MODELS}
     gains = {
-        "full_minus_no_motion": _paired(ambiguous["full"], ambiguous["no_motion"]),
-        "full_minus_shuffled_flow": _paired(ambiguous["full"], ambiguous["shuffled_flow"]),
-        "full_minus_no_alignment": _paired(ambiguous["full"], ambiguous["no_alignment"]),
+        "full_minus_no_motion": paired_differences(ambiguous["full"], ambiguous["no_motion"]),
+        "full_minus_shuffled_flow": paired_differences(ambiguous["full"], ambiguous["shuffled_flow"]),
+        "full_minus_no_alignment": paired_differences(ambiguous["full"], ambiguous["no_alignment"]),
     }
     hypotheses = check_hypotheses(summary)
     headline = (
@@ -164,7 +166,7 @@ def run(
         f"{format_ci95(gains['full_minus_no_motion'], 3)}; full − shuffled flow "
         f"{format_ci95(gains['full_minus_shuffled_flow'], 3)}; full − no alignment "
         f"{format_ci95(gains['full_minus_no_alignment'], 3)}.\n\n"
-        f"Targets written before any measurement (checked, not tuned to):\n\n{_hypothesis_lines(hypotheses)}\n\n"
+        f"Targets written before any measurement (checked, not tuned to):\n\n{hypothesis_lines(hypotheses)}\n\n"
         f"Wall time {seconds:.0f} s with {torch.get_num_threads()} thread(s) on {device} (synthetic set "
         f"{data_seconds:.0f} s, 0 when cached; training seconds per run: "
         + "; ".join(f"{TRAINED[k]} {', '.join(f'{s:.0f}' for s in v if s is not None)}" for k, v in per_run.items())
@@ -215,17 +217,6 @@ def check_hypotheses(summary: dict[str, dict[str, dict[str, float]]]) -> dict[st
                          cost, cost >= h["shuffle_cost_min"]),
     }  # fmt: skip
     return {k: {"statement": s, "measured": round(v, 4), "held": bool(ok)} for k, (s, v, ok) in checks.items()}
-
-
-def _hypothesis_lines(hypotheses: dict[str, dict[str, Any]]) -> str:
-    return "\n".join(
-        f"- {h['statement']}: measured {h['measured']:.3f}, {'held' if h['held'] else 'did not hold'}"
-        for h in hypotheses.values()
-    )
-
-
-def _paired(a: list[float], b: list[float]) -> list[float]:
-    return [x - y for x, y in zip(a, b, strict=True)]
 
 
 def _summary(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
