@@ -181,3 +181,14 @@ def test_a_run_branched_from_a_burn_in_checkpoint_equals_the_uninterrupted_run(t
     fit(tiny(learnable_anchors=False), tmp_path / "fixed", CPU, quiet=True, start_from=start)
     with pytest.raises(UserError, match="past the burn-in"):
         fit(tiny(), tmp_path / "late", CPU, quiet=True, start_from=checkpoint_path(tmp_path / "whole", 8))
+
+
+def test_the_100_iteration_smoke_run_lowers_the_supervised_loss(tmp_path):
+    """The CI-sized run: 60 burn-in + 40 adaptation iterations of the tiny detector on a small toy set."""
+    config = tiny(iterations=100, burn_in=60, log_every=20, checkpoint_every=100, toy_source_train=40)
+    results = fit(config, tmp_path / "smoke", CPU, quiet=True)
+    records = read_metrics(tmp_path / "smoke" / "metrics.jsonl")
+    supervised = [sum(r[f"{k}_sup"] for k in LOSS_KEYS) for r in records]
+    assert supervised[-1] < 0.7 * supervised[0], supervised
+    assert results["iterations"] == 100 and results["seconds_per_iteration"]["adaptation"] > 0
+    assert results["pseudo_boxes_per_image"] > 0
