@@ -144,7 +144,7 @@ class RunCache:
 
     def run(self, name: str, config: Mapping[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The recorded result of run ``name`` with ``config``, or ``compute()`` recorded now."""
-        config = _plain_json(config)
+        config = plain_json(config)
         path = self.path(name)
         if path.is_file():
             try:
@@ -158,11 +158,12 @@ class RunCache:
             get_logger().info(f"{name}: {path} was recorded by {why}; running it again")
         result = compute()
         save_json(path, {"version": self.version, "config": config, "result": result})
-        return _plain_json(result)
+        return plain_json(result)
 
 
-def _plain_json(value: Any) -> Any:
-    """``value`` as it reads back from JSON (dataclasses become dicts, tuples lists, paths strings)."""
+def plain_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (dataclasses become dicts, tuples lists, paths strings): what a
+    run's ``config.json`` holds, and what :class:`RunCache` compares."""
     return json.loads(json.dumps(value, default=_json_default))
 
 

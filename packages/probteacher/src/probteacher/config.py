@@ -25,6 +25,7 @@ from typing import Any
 from probteacher.models import SIZES, DetectorConfig
 from probteacher.toy import DIGIT_CLASSES, FOG_LEVELS, OBJECT_KINDS, TOY_CLASSES
 from shared.errors import UserError
+from shared.report import plain_json
 
 PRESETS = ("paper", "small", "demo")
 METHODS = ("pt", "source-only")
@@ -362,14 +363,7 @@ def _validate_toy(config: TrainConfig) -> None:
 
 def to_plain(config: TrainConfig) -> dict[str, Any]:
     """The configuration as JSON-able plain values (paths as strings, tuples as lists)."""
-    out = {}
-    for key, value in dataclasses.asdict(config).items():
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[key] = value
-    return out
+    return plain_json(config)
 
 
 def from_plain(values: dict[str, Any]) -> TrainConfig:

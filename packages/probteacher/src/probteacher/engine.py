@@ -60,6 +60,7 @@ from shared.data import cache_dir
 from shared.device import AmpScaler, autocast, seed_everything
 from shared.errors import UserError, require_path
 from shared.logging import MetricsWriter, format_record, get_logger
+from shared.report import plain_json
 
 LOSS_KEYS = ("loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg")
 SPLITS = ("source", "target", "target_test", "source_test")
@@ -353,10 +354,11 @@ class _Window:
 
 
 def _meta(config: TrainConfig) -> dict[str, Any]:
-    detector = {
-        k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(config.detector_config()).items()
+    return {
+        "config": to_plain(config),
+        "detector": plain_json(config.detector_config()),
+        "classes": list(config.class_names),
     }
-    return {"config": to_plain(config), "detector": detector, "classes": list(config.class_names)}
 
 
 def fit(

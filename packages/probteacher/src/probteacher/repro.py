@@ -235,15 +235,14 @@ def detection_picture(path: Path, cache: RunCache, specs: dict[str, Any], device
         if not weights.is_file():
             return None
         model, config = load_detector(weights, _model_of(key))
-        names = config.class_names
-        dataset = load_split(specs["target_test"], names, "target_test")
-        subset = Subset(dataset, range(min(PICTURE_IMAGES, len(dataset))))
-        images = [image for image, _ in (subset[i] for i in range(len(subset)))]
-        detections, truths = predict(model.to(device), subset, device)
-        if not rows:
-            rows.append(
-                torch.stack([_draw(im, t["boxes"], t["labels"], names) for im, t in zip(images, truths, strict=True)])
-            )
+        if not rows:  # both runs share the classes and the test split: ground truth first
+            names = config.class_names
+            dataset = load_split(specs["target_test"], names, "target_test")
+            subset = Subset(dataset, range(min(PICTURE_IMAGES, len(dataset))))
+            items = [subset[i] for i in range(len(subset))]
+            images = [image for image, _ in items]
+            rows.append(torch.stack([_draw(im, t["boxes"], t["labels"], names) for im, t in items]))
+        detections, _ = predict(model.to(device), subset, device)
         kept = [{k: v[d["scores"] >= PICTURE_SCORE] for k, v in d.items()} for d in detections]
         rows.append(
             torch.stack([_draw(im, d["boxes"], d["labels"], names) for im, d in zip(images, kept, strict=True)])
@@ -251,7 +250,9 @@ def detection_picture(path: Path, cache: RunCache, specs: dict[str, Any], device
     return save_image_grid(path, rows, ["ground truth", "source-only", "PT"], scale=2)
 
 
-def _draw(image: torch.Tensor, boxes: np.ndarray, labels: np.ndarray, names: tuple[str, ...]) -> torch.Tensor:
+def _draw(
+    image: torch.Tensor, boxes: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, names: tuple[str, ...]
+) -> torch.Tensor:
     pixels = (image * 255).round().clamp(0, 255).to(torch.uint8)
     if len(boxes) == 0:
         return pixels

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import UserError
+from shared.report import plain_json
 from tbvs.data import PREPARE_FLOWS
 from tbvs.models import ARCHS, TBVSArch, build_arch, variant_overrides
 
@@ -228,14 +229,7 @@ def validate(config: TrainConfig) -> None:
 
 def to_plain(config: TrainConfig) -> dict[str, Any]:
     """The configuration as JSON-able plain values (paths as strings, tuples as lists)."""
-    out = {}
-    for key, value in dataclasses.asdict(config).items():
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[key] = value
-    return out
+    return plain_json(config)
 
 
 def from_plain(values: dict[str, Any]) -> TrainConfig:

@@ -37,6 +37,7 @@ from shared.data import cache_dir
 from shared.device import AmpScaler, autocast, seed_everything
 from shared.errors import UserError, require_path
 from shared.logging import MetricsWriter, format_record, get_logger, read_metrics
+from shared.report import plain_json
 from tbvs.config import TrainConfig, from_plain, to_plain
 from tbvs.data import ClipDataset, prepare_a2d
 from tbvs.losses import TBVSLoss
@@ -350,11 +351,7 @@ def read_eval(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _meta(config: TrainConfig, arch: TBVSArch, vocab: list[str] | None) -> dict[str, Any]:
-    return {"config": to_plain(config), "arch": _plain_arch(arch), "vocab": vocab}
-
-
-def _plain_arch(arch: TBVSArch) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(arch).items()}
+    return {"config": to_plain(config), "arch": plain_json(arch), "vocab": vocab}
 
 
 def fit(
