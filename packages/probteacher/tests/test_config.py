@@ -37,7 +37,7 @@ def test_cpu_presets():
         100,
         0.99,
     )
-    assert small.optimizer == "adamw" and small.detector_config().resolved().roi_align == "grid_sample"
+    assert small.optimizer == "adamw" and small.detector_config().resolved().roi_align == "separable"
     assert small.eval_every == 500 and small.toy_source_train == 1500
     demo = build_config("demo")
     assert demo.detector == "tiny" and demo.burn_in < demo.iterations and demo.toy_source_train < 1500

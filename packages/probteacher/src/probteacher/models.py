@@ -7,8 +7,8 @@ normalisation), a backbone, the Gaussian RPN with learnable anchors and the prob
 head, min side 600 / max 1333, Caffe BGR inputs); ``tiny`` the CPU toy detector; ``resnet50-fpn`` an
 extension on torchvision's FPN backbone. Fields of ``DetectorConfig`` left ``None`` come from ``SIZES``.
 ROI features use torchvision's ``MultiScaleRoIAlign`` (``aligned=False``; detectron2's ROIAlignV2 samples half
-a pixel differently); the tiny CPU detector the same samples through ``grid_sample``
-(:class:`probteacher.roi_align.GridSampleRoIAlign`, one sample per bin), whose backward is vectorised.
+a pixel differently); the tiny CPU detector the same samples as two small matrix products
+(:class:`probteacher.roi_align.SeparableRoIAlign`, one sample per bin), whose backward is matrix products too.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from probteacher.anchors import LearnableAnchorGenerator
 from probteacher.backbones import box_head, build_backbone
-from probteacher.roi_align import GridSampleRoIAlign
+from probteacher.roi_align import SeparableRoIAlign
 from probteacher.roi_heads import GaussianFastRCNNPredictor, ProbabilisticRoIHeads
 from probteacher.rpn import MODES, GaussianRPNHead, ProbabilisticRPN
 from shared.errors import UserError
@@ -52,7 +52,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "rpn_post_nms_top_n_test": 100,
         "box_head_dim": 256,
         "roi_sampling_ratio": 1,
-        "roi_align": "grid_sample",
+        "roi_align": "separable",
     },
     "vgg16": {
         "min_size": 600,
@@ -90,7 +90,7 @@ _CHOICES = {
     "rpn_bg_prob": ("correct", "official"),
     "rpn_sigma_rescore": ("correct", "official", "off"),
     "teacher_var_space": ("official", "rescaled"),
-    "roi_align": ("torchvision", "grid_sample"),
+    "roi_align": ("torchvision", "separable"),
 }
 
 
@@ -127,7 +127,7 @@ class DetectorConfig:
     roi_positive_fraction: float = 0.25
     roi_iou_thresh: float = 0.5
     roi_sampling_ratio: int | None = None
-    roi_align: str | None = None  # "torchvision", or "grid_sample": its samples, a fast CPU backward (one map, ratio 1)
+    roi_align: str | None = None  # "torchvision", or "separable": its samples, a fast CPU backward (one map, ratio 1)
     box_head_dim: int | None = None
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
@@ -257,12 +257,12 @@ class ProbabilisticFasterRCNN(GeneralizedRCNN):
 
 
 def roi_pool(cfg: DetectorConfig, pooled: int) -> nn.Module:
-    """torchvision's ``MultiScaleRoIAlign``, or :class:`GridSampleRoIAlign` (one feature map, one sample per bin)."""
+    """torchvision's ``MultiScaleRoIAlign``, or :class:`SeparableRoIAlign` (one feature map, one sample per bin)."""
     names = _ROI_FEATURES[cfg.backbone]
-    if cfg.roi_align == "grid_sample":
+    if cfg.roi_align == "separable":
         if len(names) != 1 or cfg.roi_sampling_ratio != 1:
-            raise UserError("roi_align grid_sample needs a single-map backbone and roi_sampling_ratio 1")
-        return GridSampleRoIAlign(names[0], pooled)
+            raise UserError("roi_align separable needs a single-map backbone and roi_sampling_ratio 1")
+        return SeparableRoIAlign(names[0], pooled)
     return MultiScaleRoIAlign(names, pooled, cfg.roi_sampling_ratio)
 
 

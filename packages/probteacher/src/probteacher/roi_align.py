@@ -1,12 +1,16 @@
-"""ROIAlign on one feature map through ``F.grid_sample``: the same bilinear samples as torchvision's
-``roi_align(sampling_ratio=1)``, with a vectorised, multi-threaded backward.
+"""ROIAlign on one feature map as two small matrix products: the same bilinear samples as torchvision's
+``roi_align(sampling_ratio=1)``, with a backward that is matrix products too.
 
-torchvision's CPU ``roi_align`` backward scatters every sample's gradient in a single-threaded loop: on the tiny
-CPU detector it was 22% of an adaptation step (35 ms of a 330 ms step, 2 threads). With one sample per bin
-(``sampling_ratio=1``), ROIAlign reads the feature map bilinearly at each bin centre, which is what
-``grid_sample`` does for a grid of those centres, one call per image. Inside the map the two agree to float
-precision; a sample more than one pixel outside the map reads the border here (``padding_mode="border"``) where
-ROIAlign reads 0, which only boxes reaching past the image can hit.
+torchvision's CPU ``roi_align`` backward scatters every sample's gradient in a single-threaded loop, and
+``grid_sample``'s backward does the same: on the tiny CPU detector either was 15-22% of an adaptation step
+(2 threads). With one sample per bin, ROIAlign reads the feature map bilinearly at each bin centre, and a
+bilinear read is separable: the S x S samples of a box are ``Wy @ F @ Wx^T``, where row i of ``Wy`` (S x H)
+holds the two vertical interpolation weights of bin row i and ``Wx`` (S x W) the horizontal ones. One
+``einsum`` pair per image computes every box, and autograd's backward is the transposed products.
+
+Inside the map this equals ROIAlign to float precision; a sample more than one pixel outside the map reads the
+border here (coordinates clamped to the map, as ``grid_sample``'s ``padding_mode="border"``) where ROIAlign
+reads 0, which only boxes reaching past the image can hit.
 """
 
 from __future__ import annotations
@@ -18,7 +22,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class GridSampleRoIAlign(nn.Module):
+def bilinear_weights(coords: Tensor, size: int) -> Tensor:
+    """(..., size) weights of bilinear reads at pixel-centre coordinates ``coords`` (clamped to [0, size - 1])."""
+    coords = coords.clamp(0, size - 1)
+    low = coords.floor()
+    frac = coords - low
+    low = low.long()
+    high = (low + 1).clamp(max=size - 1)
+    return (
+        F.one_hot(low, size).to(coords.dtype) * (1 - frac)[..., None]
+        + F.one_hot(high, size).to(coords.dtype) * frac[..., None]
+    )
+
+
+class SeparableRoIAlign(nn.Module):
     """A drop-in for ``MultiScaleRoIAlign([name], output_size, sampling_ratio=1)`` on a single feature map.
 
     ``aligned=False`` (torchvision's default) samples bin centres at ``x1 * scale + (i + 0.5) * bin_w``;
@@ -40,19 +57,11 @@ class GridSampleRoIAlign(nn.Module):
         steps = (torch.arange(self.output_size, device=feature.device, dtype=feature.dtype) + 0.5) / self.output_size
         outputs = []
         for index, boxes in enumerate(proposals):
-            boxes = boxes.to(feature.dtype) * scale - (0.5 if self.aligned else 0.0)
+            boxes = boxes.detach().to(feature.dtype) * scale - (0.5 if self.aligned else 0.0)
             x = boxes[:, 0:1] + (boxes[:, 2:3] - boxes[:, 0:1]).clamp(min=0 if self.aligned else 1) * steps
             y = boxes[:, 1:2] + (boxes[:, 3:4] - boxes[:, 1:2]).clamp(min=0 if self.aligned else 1) * steps
-            # pixel centre p -> grid_sample's normalised coordinate (align_corners=False): (2p + 1) / size - 1
-            gx = ((2 * x + 1) / width - 1)[:, None, :].expand(-1, self.output_size, -1)
-            gy = ((2 * y + 1) / height - 1)[:, :, None].expand(-1, -1, self.output_size)
-            grid = torch.stack((gx, gy), dim=-1).reshape(1, -1, self.output_size, 2)
-            sampled = F.grid_sample(
-                feature[index : index + 1], grid, mode="bilinear", padding_mode="border", align_corners=False
-            )  # (1, C, R * S, S)
-            channels = sampled.shape[1]
-            sampled = sampled.view(channels, len(boxes), self.output_size, self.output_size).transpose(0, 1)
-            outputs.append(sampled)
+            rows = torch.einsum("rih,chw->rciw", bilinear_weights(y, height), feature[index])
+            outputs.append(torch.einsum("rciw,rjw->rcij", rows, bilinear_weights(x, width)))
         return (
             torch.cat(outputs)
             if outputs
