@@ -309,14 +309,6 @@ def validate(config: TrainConfig) -> None:
         raise UserError(f"unknown metric {config.eval_metric!r}: choose one of {', '.join(METRICS)}")
     if config.compat not in COMPAT:
         raise UserError(f"unknown --compat {config.compat!r}: choose correct or official")
-    for name, allowed in (
-        ("rpn_bg_prob", ("correct", "official")),
-        ("rpn_sigma_rescore", ("correct", "official", "off")),
-        ("teacher_var_space", ("official", "rescaled")),
-        ("model_type", ("gaussian", "laplace")),
-    ):
-        if getattr(config, name) not in allowed:
-            raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
     if config.detector not in SIZES:
         raise UserError(f"unknown detector {config.detector!r}: choose one of {', '.join(SIZES)}")
     fields = {f.name for f in dataclasses.fields(DetectorConfig)} - {"backbone", "num_classes"}
