@@ -171,9 +171,11 @@ def test_overfit_two_images():
     dets = model(imgs, mode="inference")
     for det, target in zip(dets, targets, strict=True):
         iou = box_iou(target["boxes"], det["boxes"])
-        best = iou.argmax(1)
         assert (iou.max(1).values > 0.5).all()
-        assert torch.equal(det["labels"][best], target["labels"])
+        # the label of each object's highest-scoring detection (IoU > 0.5), as AP ranks them: a low-score
+        # duplicate of another class may overlap an object more than its top detection does
+        top = torch.where(iou > 0.5, det["scores"], -1.0).argmax(1)
+        assert torch.equal(det["labels"][top], target["labels"])
     assert time.perf_counter() - start < 60
 
 
