@@ -121,6 +121,7 @@ def test_optimizer_groups_and_warmup():
     optimizer = build_optimizer(student, config)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-4, 1e-4]
     assert len(optimizer.param_groups[1]["params"]) == 1  # the (9, 2) anchor (w, h)
+    assert optimizer.defaults["fused"]  # AdamW on the CPU runs fused
     assert build_optimizer(student, tiny()).param_groups[1]["weight_decay"] == 0.0
     fixed = build_optimizer(build_models(tiny(learnable_anchors=False), CPU)[0], tiny())
     assert len(fixed.param_groups) == 2  # the same groups, so a fixed-anchor run branches from any burn-in

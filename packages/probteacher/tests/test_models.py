@@ -1,7 +1,5 @@
 """The probabilistic Faster R-CNN: configuration table, normalisation, every mode on the tiny detector, overfit."""
 
-import time
-
 import pytest
 import torch
 from torchvision.ops import box_iou
@@ -159,7 +157,6 @@ def test_overfit_two_images():
         {"boxes": torch.tensor([[28.0, 30.0, 48.0, 58.0], [4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([2, 1])},
     ]
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-    start = time.perf_counter()
     for _ in range(150):
         out = model(imgs, targets, mode="supervised")
         loss = sum(out.values())
@@ -176,7 +173,6 @@ def test_overfit_two_images():
         # duplicate of another class may overlap an object more than its top detection does
         top = torch.where(iou > 0.5, det["scores"], -1.0).argmax(1)
         assert torch.equal(det["labels"][top], target["labels"])
-    assert time.perf_counter() - start < 60
 
 
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50-fpn"])

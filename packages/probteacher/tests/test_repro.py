@@ -20,9 +20,13 @@ def test_repro_branches_every_run_from_one_burn_in_and_reuses_recorded_runs(tmp_
     assert results["trained_runs"] == 1 + len(repro.VARIANTS)
     assert set(results["target_ap50"]) == set(repro.VARIANTS)
     assert all(0.0 <= v[0] <= 1.0 for v in results["target_ap50"].values())
+    student = results["target_ap50_student"]  # the PT runs' students, the model itself for source-only
+    assert student["source_only"] == results["target_ap50"]["source_only"]
+    assert student["pt"][0] == results["runs"]["pt"][0]["target_test"]["student"]["AP50"]
     assert set(results["hypotheses"]) == {"source_ap50", "pt_gain"}
     text = (tmp_path / "results.md").read_text()
     assert "PT w/o EFL" in text and "hard-threshold" in text and "detections.png" in text
+    assert "student's AP50 fogged target" in text
     assert (tmp_path / "detections.png").is_file()
     burn_in = tmp_path / "runs" / "burn_in-seed0"
     for key in repro.VARIANTS:

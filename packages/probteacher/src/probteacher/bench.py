@@ -111,7 +111,7 @@ def run(
     model = StudentStep(student)
     optimizer = build_optimizer(student, config)
     plain = plain_faster_rcnn(student).to(device).train()
-    plain_optimizer = torch.optim.AdamW([p for p in plain.parameters() if p.requires_grad], lr=config.lr)
+    plain_optimizer = build_optimizer(plain, config)  # the same (fused) AdamW as PT's
     g = torch.Generator().manual_seed(0)
 
     def pt_step() -> None:
