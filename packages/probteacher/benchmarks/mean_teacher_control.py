@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from probteacher.engine import fit
-from probteacher.repro import run_config
+from probteacher.repro import burn_in_checkpoint, run_config
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     repro = json.loads((args.out / "results.json").read_text())
     rows = []
     for seed in range(repro["seeds"]):
-        burn_in = sorted((args.out / "runs" / f"burn_in-seed{seed}").glob("checkpoint-*.pt"))[-1]
+        burn_in = burn_in_checkpoint(args.out, args.preset, seed)
         folder = args.out / "controls" / f"mean_teacher_source_only-seed{seed}"
         if (folder / "results.json").is_file():
             result = json.loads((folder / "results.json").read_text())

@@ -25,6 +25,7 @@ from torch.nn.functional import cosine_similarity
 
 from probteacher.data import InfiniteBatches
 from probteacher.engine import (
+    _anchor_parameters,
     _box_target,
     _generator,
     _with_boxes,
@@ -34,7 +35,7 @@ from probteacher.engine import (
     source_views,
 )
 from probteacher.pseudo import teacher_pseudo_labels
-from probteacher.repro import run_config
+from probteacher.repro import burn_in_checkpoint, run_config
 from probteacher.transforms import strong_view, weak_view
 from shared.checkpoint import load_checkpoint
 
@@ -54,7 +55,8 @@ def gradients(seed: int, checkpoint: Path, preset: str, batches: int) -> dict[st
     sources = InfiniteBatches(
         _with_boxes(load_split(specs["source"], names, "source"), specs["source"]), config.batch_source, seed + 200
     )
-    params = [p for n, p in student.named_parameters() if p.requires_grad and "anchor" not in n]
+    anchors = {id(p) for p in _anchor_parameters(student)}
+    params = [p for p in student.parameters() if p.requires_grad and id(p) not in anchors]
 
     def grad(losses: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = torch.autograd.grad(sum(losses.values()), params, allow_unused=True)
@@ -94,8 +96,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     seeds = json.loads((args.out / "results.json").read_text())["seeds"]
     for seed in range(seeds):
-        checkpoint = sorted((args.out / "runs" / f"burn_in-seed{seed}").glob("checkpoint-*.pt"))[-1]
-        total = gradients(seed, checkpoint, args.preset, args.batches)
+        total = gradients(seed, burn_in_checkpoint(args.out, args.preset, seed), args.preset, args.batches)
         oracle = total["oracle"]
         others = [k for k in KINDS if k != "oracle"]
         cosines = ", ".join(f"{k} {float(cosine_similarity(total[k], oracle, dim=0)):+.3f}" for k in others)

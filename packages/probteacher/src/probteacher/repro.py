@@ -91,6 +91,11 @@ def run_config(preset: str, variant: str, seed: int) -> TrainConfig:
     return build_config(preset, **{**SCALES[preset], **VARIANTS[variant][1], "seed": seed})
 
 
+def burn_in_checkpoint(out: Path, preset: str, seed: int) -> Path:
+    """The burn-in checkpoint in the repro folder ``out`` that every run of ``seed`` branches from."""
+    return checkpoint_path(out / "runs" / f"burn_in-seed{seed}", run_config(preset, "pt", seed).burn_in)
+
+
 def _model_of(key: str) -> str:
     return "student" if key == "source_only" else "teacher"
 
@@ -108,8 +113,8 @@ def run(out: Path, device: torch.device, *, seeds: int = 3, preset: str = "demo"
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in VARIANTS}
     for seed in range(seeds):
         burn_config = run_config(preset, "pt", seed)
-        burn_name = f"burn_in-seed{seed}"
-        start = checkpoint_path(cache.folder / burn_name, burn_config.burn_in)
+        start = burn_in_checkpoint(out, preset, seed)
+        burn_name = start.parent.name
 
         def burn_in(config=burn_config, name=burn_name) -> dict[str, Any]:
             trained.append(name)
