@@ -10,6 +10,7 @@ from shared.errors import UserError
 from tyger import engine
 from tyger.config import build_config
 from tyger.engine import fit, prepare_data, pretrain_querying, train_task_learner
+from tyger.metrics import aulc
 
 CPU = torch.device("cpu")
 TINY = dict(init_size=8, budget=8, rounds=2, pretrain_epochs=1, finetune_epochs=1, task_epochs=3, patience=2)
@@ -44,6 +45,8 @@ def test_loop_invariants_and_same_seed_same_result(tmp_path, reg_config, reg_dat
     assert first["curve"] == second["curve"] and picks == _selected(tmp_path / "b")
     assert all(p["score"] is not None for p in picks)  # tyger records its pick-time score
     assert first["metric"] == "rmse" and not first["higher_is_better"] and first["aulc"] > 0
+    x = [c["labelled"] / len(reg_data.pool) for c in first["curve"]]
+    assert first["aulc_val"] == pytest.approx(aulc(x, [c["val"] for c in first["curve"]]))
     rows = (tmp_path / "a" / "curve.csv").read_text().splitlines()
     assert rows[0] == "round,labelled,fraction,metric" and len(rows) == 4
     records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
@@ -142,3 +145,13 @@ def test_pretraining_is_cached_by_its_settings(tmp_path, reg_config, reg_data, m
     assert all(torch.equal(state[k], again[k]) for k in state)
     with pytest.raises(AssertionError, match="pre-trained again"):  # another seed is another pre-training
         pretrain_querying(dataclasses.replace(reg_config, seed=1), reg_data, CPU, tmp_path / "q.pt")
+
+
+@pytest.mark.parametrize("fb", ["loss-rank", "relation", "none"])
+def test_tyger_weights_distances_by_the_feedback_head_only_when_it_is_trained(reg_config, reg_data, fb):
+    config = dataclasses.replace(reg_config, fb=fb)
+    module = engine.new_querying_module(config, reg_data, CPU)
+    inputs = engine.selection_inputs(config, reg_data, None, module, CPU, seed=0)
+    # u(z) learns only from the loss-rank feedback; elsewhere it is an untrained head and must not weight picks
+    assert (inputs["predicted_loss"] is not None) == (fb == "loss-rank")
+    assert inputs["embeddings"].shape == (len(reg_data.pool), module.proj.out_features)

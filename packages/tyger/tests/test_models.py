@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 
@@ -92,7 +90,6 @@ def test_querying_module_overfits_a_few_smiles():
     q = querying_module("demo", len(tok), dk="none", fb="none")
     batch, tokens = _batch(smiles), tok.encode_batch(smiles)
     opt = torch.optim.Adam(q.parameters(), lr=3e-3)
-    start = time.perf_counter()
     first = None
     for _ in range(300):
         loss = q.loss(batch, tokens)["total"]
@@ -104,7 +101,6 @@ def test_querying_module_overfits_a_few_smiles():
     decoded = [tok.decode(row) for row in q.decode_greedy(batch, tok.bos_id, tok.eos_id, max_len=40)]
     assert loss.item() < 0.05 * first
     assert decoded == smiles
-    assert time.perf_counter() - start < 20
 
 
 def test_feedback_gradients_reach_encoder_not_task_learner():
@@ -131,6 +127,20 @@ def test_feedback_gradients_reach_encoder_not_task_learner():
     assert (
         q.decoder.out.weight.grad.abs().sum() > 0 and q.encoder.atom_encoder.embeddings[0].weight.grad.abs().sum() > 0
     )
+
+
+def test_pool_relation_feedback_needs_no_labels_and_reaches_only_the_encoder():
+    tok = SmilesTokenizer.build(SMILES)
+    q = querying_module("demo", len(tok), dk="none", fb="relation-pool")
+    t = task_learner("demo", 1)
+    batch = _batch()
+    _, features, _ = t.forward_features(batch)  # the task learner's view of unlabelled molecules
+    terms = q.loss(batch, None, None, task_features=features)
+    assert terms["fb"] > 0 and terms["total"] == terms["fb"]
+    terms["fb"].backward()
+    assert all(p.grad is None for p in t.parameters())
+    assert q.proj.weight.grad.abs().sum() > 0 and q.fb_head[0].weight.grad is None
+    assert q.loss(batch, None, None)["fb"] == 0  # no task learner yet (pre-training): no feedback term
 
 
 def test_mc_dropout_and_loss_predictor():

@@ -80,6 +80,21 @@ def test_tyger_selector_properties():
     assert informed[0] == 40  # every other candidate's weight is clipped to eps
 
 
+def test_typicality_by_hand_and_the_weight_steers_away_from_outliers():
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [10.0, 0.0]])
+    # k = 2 nearest other points: (1 + 2) / 2, (1 + sqrt 5) / 2, (2 + sqrt 5) / 2, (9 + 10) / 2
+    expected = 1 / torch.tensor([1.5, (1 + 5**0.5) / 2, (2 + 5**0.5) / 2, 9.5])
+    assert torch.allclose(selection.typicality(points, points, k=2, chunk=3), expected)
+    assert torch.allclose(selection.typicality(points[:1], points[1:], k=1, exclude_self=False), torch.tensor([1.0]))
+    # a dense cluster and a few far outliers: plain k-center starts with an outlier, the typicality weight does not
+    gen = torch.Generator().manual_seed(0)
+    cluster, outliers = torch.randn(50, 2, generator=gen) * 0.1 + torch.tensor([1.0, 0.0]), torch.tensor([[0.0, 1.0]])
+    z = torch.cat([cluster, outliers, -outliers])
+    candidates = list(range(len(z)))
+    assert select_tyger([0], candidates[1:], 1, embeddings=z, beta=0.0)[0] >= 50
+    assert select_tyger([0], candidates[1:], 1, embeddings=z, beta=0.0, gamma=1.0)[0] < 50
+
+
 def test_greedy_coverage_beats_random():
     g = torch.Generator().manual_seed(0)
     points = torch.rand(400, 2, generator=g)

@@ -70,6 +70,9 @@ def _model_args(parser: cli.ArgumentParser, selector: bool = True) -> None:
         )
     group.add_argument("--beta", type=float, default=None, help="exponent of the predicted-loss weight; 0 = k-center")
     group.add_argument("--eps", type=float, default=None, help="floor of the normalised predicted loss (0.05)")
+    group.add_argument(
+        "--gamma", type=float, default=None, help="exponent of a typicality weight (TypiClust) on the distance (0: off)"
+    )
     group.add_argument("--dk", choices=DK_KINDS, default=None, help="domain-knowledge objective (fingerprint)")
     group.add_argument("--fb", choices=FB_KINDS, default=None, help="task-learner feedback objective (loss-rank)")
     group.add_argument("--lambda-dk", type=float, default=None, help="weight of L_DK (1.0)")
@@ -123,6 +126,7 @@ def _config(args: argparse.Namespace, resume: bool = True, torchrun: bool = Fals
         split=args.split,
         beta=args.beta,
         eps=args.eps,
+        gamma=args.gamma,
         dk=args.dk,
         fb=args.fb,
         lambda_dk=args.lambda_dk,

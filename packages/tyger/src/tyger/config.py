@@ -43,6 +43,7 @@ class LoopConfig:
     selector: str = "tyger"
     beta: float = 1.0  # exponent of the informativeness weight; 0 = k-center on z
     eps: float = 0.05
+    gamma: float = 0.0  # exponent of a typicality weight on the k-center distance (an option; 0 = the spec's rule)
     dk: str = "fingerprint"
     fb: str = "loss-rank"
     lambda_dk: float = 1.0
@@ -168,8 +169,8 @@ def validate(config: LoopConfig) -> None:
         raise UserError("--pretrain-epochs and --finetune-epochs must be >= 0")
     if config.lr <= 0 or config.clip <= 0 or config.mc_samples < 2 or config.max_tokens < 2:
         raise UserError("--lr and --clip must be > 0, --mc-samples >= 2")
-    if config.beta < 0 or not 0 <= config.eps <= 1 or config.lambda_dk < 0 or config.lambda_fb < 0:
-        raise UserError("--beta, --lambda-dk and --lambda-fb must be >= 0, --eps in [0, 1]")
+    if config.beta < 0 or config.gamma < 0 or not 0 <= config.eps <= 1 or config.lambda_dk < 0 or config.lambda_fb < 0:
+        raise UserError("--beta, --gamma, --lambda-dk and --lambda-fb must be >= 0, --eps in [0, 1]")
     if config.selector == "tyger" and not config.translation and config.dk == "none" and config.fb == "none":
         raise UserError("--no-translation with --dk none and --fb none leaves the querying module no objective")
     if config.limit is not None and config.limit < 10:

@@ -348,12 +348,14 @@ def querying_epoch(
     task_features: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One pass over the pool: each step one pool batch (L_trans, L_DK) and, given labelled molecules with their
-    feedback targets (or task-learner features), one labelled batch for L_FB. Returns the mean terms."""
+    feedback targets (or task-learner features), one labelled batch for L_FB; for ``relation-pool``,
+    ``task_features`` cover the whole pool and L_FB is taken on the pool batch. Returns the mean terms."""
     module.train()
     sums: dict[str, float] = {}
     steps = 0
     labelled = list(labelled)
-    use_fb = config.fb != "none" and len(labelled) >= 2
+    use_fb = config.fb in ("loss-rank", "relation") and len(labelled) >= 2
+    pool_fb = config.fb == "relation-pool" and task_features is not None
     for index in _batches(len(data.pool), config.query_batch_size, generator):
         graphs = data.pool.batch(index.tolist()).to(device)
         tokens = None
@@ -361,7 +363,7 @@ def querying_epoch(
             tokens = data.tokens[index]
             tokens = tokens[:, : int((tokens != 0).sum(1).max().clamp_min(2))].to(device)
         knowledge = None if data.knowledge is None else data.knowledge[index].to(device)
-        kwargs = {}
+        kwargs = {"task_features": task_features[index].to(device)} if pool_fb else {}
         if use_fb:
             pick = torch.randperm(len(labelled), generator=generator)[: config.query_batch_size]
             rows = [labelled[i] for i in pick.tolist()]
@@ -469,10 +471,12 @@ def finetune_querying(
 ) -> list[dict[str, float]]:
     """Fine-tune the querying module ``finetune_epochs`` epochs with the full L_Q = L_trans + lambda_DK L_DK +
     lambda_FB L_FB; the feedback targets are the task learner's running-mean losses on the labelled molecules
-    (loss-rank) or its pooled features (relation)."""
+    (loss-rank) or its pooled features on the labelled molecules (relation) or on the whole pool (relation-pool)."""
     features = None
     if config.fb == "relation":
         _, features, _ = predict(task.model, data.pool.subset(labelled), device, features=True)
+    elif config.fb == "relation-pool":
+        _, features, _ = predict(task.model, data.pool, device, features=True)
     generator = _generator(seed)
     return [
         querying_epoch(config, module, optimizer, data, device, generator, labelled, task.sample_losses, features)
@@ -513,7 +517,11 @@ def selection_inputs(
     inputs: dict = {"task_type": task_type, "seed": seed}
     if name == "tyger":
         z, predicted = embed_pool(module, data, device)
+        # u(z) is trained by the loss-rank feedback only; under relation or no feedback it is an untrained head,
+        # so Tyger is plain k-center on z there
+        predicted = predicted if config.fb == "loss-rank" else None
         inputs |= {"embeddings": z, "predicted_loss": predicted, "beta": config.beta, "eps": config.eps}
+        inputs["gamma"] = config.gamma
     elif name in ("coreset", "entropy", "margin", "badge", "learning-loss"):
         outputs, features, layers = predict(task.model, data.pool, device, task.mean, task.std, features=True)
         inputs |= {"features": features, "probs": _probabilities(outputs, task_type)}
@@ -736,6 +744,9 @@ def fit(
         "rounds": config.rounds,
         "curve": curve,
         "aulc": aulc(x, values),
+        # the same area on the validation split (the selection-driving learner's early-stopping metric): for
+        # choosing settings without looking at test
+        "aulc_val": aulc(x, [c["val"] for c in curve]),
         "final": values[-1],
         "labelled": labelled,
         "seconds": time.perf_counter() - started,

@@ -8,7 +8,8 @@ the forms here are this package's reconstruction, each a documented switch:
   ``descriptors`` (predict eleven RDKit descriptors from z), ``none``;
 - feedback ``fb``: ``loss-rank`` (default: the ranking loss of Learning Loss for Active Learning, Yoo & Kweon,
   CVPR 2019, on the task learner's per-molecule losses), ``relation`` (match the task learner's in-batch
-  similarity distribution), ``none``;
+  similarity distribution on a labelled batch), ``relation-pool`` (the same on the unlabelled pool batch: the
+  task learner's features need no labels), ``none``;
 - weights lambda_DK = lambda_FB = 1 and margin xi = 1, tau = 0.1 (not from the paper).
 """
 
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 DK_KINDS = ("fingerprint", "descriptors", "none")
-FB_KINDS = ("loss-rank", "relation", "none")
+FB_KINDS = ("loss-rank", "relation", "relation-pool", "none")
 
 
 def standardize_targets(y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -315,7 +315,8 @@ class QueryingModule(nn.Module):
         ``pool_tokens`` (B, T) with ``<bos>``/``<eos>`` (None: no translation term, the ablation);
         ``pool_knowledge`` ECFP4 bits for ``dk="fingerprint"`` or standardised descriptors for
         ``dk="descriptors"``; the feedback term needs a labelled batch with ``feedback_targets`` (per-molecule
-        task losses, loss-rank) or ``task_features`` (task-learner pooled features, relation).
+        task losses, loss-rank) or ``task_features`` (task-learner pooled features, relation), or, for
+        ``relation-pool``, ``task_features`` of the pool batch.
         """
         z = self.embed(pool_graphs)
         zero = z.new_zeros(())
@@ -328,7 +329,9 @@ class QueryingModule(nn.Module):
             terms["dk"] = dk_fingerprint_loss(z, pool_knowledge)
         elif self.dk == "descriptors":
             terms["dk"] = dk_descriptor_loss(self.dk_head(z), pool_knowledge)
-        if self.fb != "none" and labelled_graphs is not None:
+        if self.fb == "relation-pool" and task_features is not None:
+            terms["fb"] = feedback_relation_loss(task_features, z)
+        elif self.fb in ("loss-rank", "relation") and labelled_graphs is not None:
             z_lab = self.embed(labelled_graphs)
             if self.fb == "loss-rank":
                 terms["fb"] = feedback_rank_loss(self.predict_loss(z_lab), feedback_targets)

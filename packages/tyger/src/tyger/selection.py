@@ -33,6 +33,7 @@ __all__ = [
     "select_random",
     "select_scored",
     "select_tyger",
+    "typicality",
 ]
 
 #: Rows per block of a distance computation: at most CHUNK x CHUNK distances exist at once.
@@ -96,6 +97,22 @@ def kcenter_greedy(
     return picks, scores
 
 
+def typicality(
+    points: torch.Tensor, reference: torch.Tensor, k: int = 20, chunk: int = CHUNK, exclude_self: bool = True
+) -> torch.Tensor:
+    """TypiClust's typicality (Hacohen et al., ICML 2022): 1 / mean distance to the k nearest ``reference``
+    rows, per row of ``points``, in blocks of at most ``chunk`` rows against the reference. With
+    ``exclude_self`` the nearest reference row (the point itself, when ``points`` are among the reference) is
+    left out."""
+    skip = int(exclude_self)
+    k = max(1, min(k, reference.shape[0] - skip))
+    out = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
+    for i in range(0, points.shape[0], chunk):
+        d = torch.cdist(points[i : i + chunk], reference)
+        out[i : i + chunk] = 1.0 / d.topk(k + skip, dim=1, largest=False).values[:, skip:].mean(1).clamp_min(1e-12)
+    return out
+
+
 def select_tyger(
     labelled: Sequence[int],
     candidates: Sequence[int],
@@ -105,21 +122,33 @@ def select_tyger(
     predicted_loss: torch.Tensor | None = None,
     beta: float = 1.0,
     eps: float = 0.05,
+    gamma: float = 0.0,
+    typicality_k: int = 20,
+    typicality_reference: int = CHUNK,
+    seed: int = 0,
     return_scores: bool = False,
 ) -> list[int] | tuple[list[int], list[float]]:
     """Tyger: k-center distance on the L2-normalised querying-module embeddings, times a_u^beta with a_u the
     predicted task-learner loss u(z_u) min-max normalised over the candidates and clipped to [eps, 1].
     Only embeddings and u(z) are used, never class probabilities, so every task type runs the same code.
-    beta = 0 (or no ``predicted_loss``) is plain k-center on the embeddings. ``return_scores`` also returns
-    each pick's score d_u a_u^beta at pick time."""
+    beta = 0 (or no ``predicted_loss``) is plain k-center on the embeddings. ``gamma`` > 0 (an option, not
+    the spec's rule) also multiplies by (t_u / max t)^gamma, t_u the typicality of z_u among the pool (at most
+    ``typicality_reference`` pool molecules, a seeded sample, as the reference), which steers k-center away
+    from outliers. ``return_scores`` also returns each pick's score at pick time."""
     z = F.normalize(embeddings.detach().float(), dim=1)
-    weights = None
+    cand = sorted(set(int(i) for i in candidates))
+    weights = torch.ones(len(cand))
     if predicted_loss is not None and beta != 0:
-        cand = sorted(set(int(i) for i in candidates))
         loss = predicted_loss.detach().float().cpu()[cand]
         span = loss.max() - loss.min()
         a = (loss - loss.min()) / span if span > 0 else torch.ones_like(loss)
-        weights = a.clamp(eps, 1.0) ** beta
+        weights = weights * a.clamp(eps, 1.0) ** beta
+    if gamma != 0:
+        n = z.shape[0]
+        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:typicality_reference]
+        reference = z[rows] if n > typicality_reference else z
+        t = typicality(z[cand], reference, typicality_k).cpu()
+        weights = weights * (t / t.max()) ** gamma
     picks, scores = kcenter_greedy(z, labelled, candidates, budget, weights)
     return (picks, scores) if return_scores else picks
 

@@ -1,0 +1,121 @@
+"""Which form of Tyger's selection beats random? Test and validation AULC of Tyger's variants, per task and seed.
+
+Every variant runs the loop of ``tyger-repro`` (demo preset, each round scored by 3 task learners, NCI limited
+to 1,500 rows) on the three embedded tasks, with the same initial set and round-0 learner per seed:
+
+- ``tyger``: the default (loss-rank feedback; k-center distance on z times the predicted loss, beta = 1);
+- ``beta0``: the same querying module, pure k-center on z (beta = 0);
+- ``relation``: relation feedback on labelled batches (pure k-center: u(z) is not trained);
+- ``relation-pool``: relation feedback on the pool batches (the task learner's features need no labels);
+- ``relation-pool-0.3``: the same with lambda_FB = 0.3;
+- ``typicality``: the default times a typicality weight (TypiClust's, gamma = 1) against outlier picks;
+- ``random`` and ``coreset``: the baselines.
+
+``aulc_val`` is the area for each round's validation metric: choose a variant on it, read test afterwards.
+One JSON line per run goes to ``OUT/results.jsonl`` (rerunning skips finished runs); the summary prints each
+variant's mean and its paired difference to random (positive = better than random, for RMSE too).
+
+    PYTHONPATH=shared/src:packages/tyger/src python packages/tyger/benchmarks/variant_sweep.py \\
+        --variants tyger,beta0,random --seeds 0,1,2 --out runs/tyger-variants
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from shared.cli import comma_list
+from shared.report import mean_std
+from tyger.config import build_config
+from tyger.engine import fit, load_dataset, prepare_data
+from tyger.repro import SCALES, TASKS
+
+VARIANTS: dict[str, dict] = {
+    "tyger": {"selector": "tyger"},
+    "beta0": {"selector": "tyger", "beta": 0.0},
+    "relation": {"selector": "tyger", "fb": "relation"},
+    "relation-pool": {"selector": "tyger", "fb": "relation-pool"},
+    "relation-pool-0.3": {"selector": "tyger", "fb": "relation-pool", "lambda_fb": 0.3},
+    "typicality": {"selector": "tyger", "gamma": 1.0},
+    "random": {"selector": "random"},
+    "coreset": {"selector": "coreset"},
+}
+
+
+def run(out: Path, tasks: list[str], variants: list[str], seeds: list[int], device: torch.device) -> list[dict]:
+    log = out / "results.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    done = {(r["task"], r["variant"], r["seed"]) for r in rows}
+    scale = SCALES["demo"]
+    pretrained = out / "pretrained"  # a folder: one pre-training per pool, seed and setting, shared by variants
+    pretrained.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        dataset = None
+        for seed in seeds:
+            data = None
+            for variant in variants:
+                if (task, variant, seed) in done:
+                    continue
+                config = build_config(
+                    scale["preset"], dataset=task, limit=scale["limits"].get(task), seed=seed, **scale["options"]
+                )
+                config = dataclasses.replace(config, **VARIANTS[variant])
+                dataset = load_dataset(config) if dataset is None else dataset
+                data = prepare_data(config, dataset) if data is None else data
+                result = fit(
+                    config, out / f"{task}-{variant}-seed{seed}", device, quiet=True, pretrained=pretrained,
+                    data=data,
+                )  # fmt: skip
+                row = {"task": task, "variant": variant, "seed": seed, "test": result["aulc"]}
+                row |= {"val": result["aulc_val"], "higher_is_better": result["higher_is_better"]}
+                rows.append(row)
+                with log.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def summary(rows: list[dict], split: str) -> str:
+    """Per task and variant: mean AULC, and the mean paired gain over random with the seeds it wins."""
+    lines = [f"{split} AULC: mean (gain over random, positive = better; seeds ahead)"]
+    table = {(r["task"], r["variant"], r["seed"]): r for r in rows}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        cells = []
+        for variant in dict.fromkeys(r["variant"] for r in rows if r["task"] == task):
+            runs = [r for r in rows if r["task"] == task and r["variant"] == variant]
+            sign = 1 if runs[0]["higher_is_better"] else -1
+            gains = [
+                sign * (r[split] - table[(task, "random", r["seed"])][split])
+                for r in runs
+                if (task, "random", r["seed"]) in table
+            ]
+            gain = f"{mean_std(gains)[0]:+.3f}, {sum(g > 0 for g in gains)}/{len(gains)}" if gains else "-"
+            cells.append(f"{variant} {mean_std([r[split] for r in runs])[0]:.3f} ({gain})")
+        lines.append(f"{task}: " + " | ".join(cells))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=comma_list(), default=list(TASKS))
+    parser.add_argument("--variants", type=comma_list(), default=list(VARIANTS), help=", ".join(VARIANTS))
+    parser.add_argument("--seeds", type=comma_list(int, "seeds"), default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("runs/tyger-variants"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = run(args.out, args.tasks, args.variants, args.seeds, torch.device("cpu"))
+    print(summary(rows, "test"))
+    print(summary(rows, "val"))
+
+
+if __name__ == "__main__":
+    main()
