@@ -1,7 +1,8 @@
 """Which form of Tyger's selection beats random? Test and validation AULC of Tyger's variants, per task and seed.
 
-Every variant runs the loop of ``tyger-repro`` (demo preset, each round scored by 3 task learners, NCI limited
-to 1,500 rows) on the three embedded tasks, with the same initial set and round-0 learner per seed:
+Every variant runs the loop of ``tyger-repro`` at its ``--scale`` (demo: demo preset, each round scored by 3
+task learners, NCI limited to 1,500 rows; small: the small preset and the full sets) on the three embedded
+tasks, with the same initial set and round-0 learner per seed:
 
 - ``tyger``: the default (loss-rank feedback; k-center distance on z times the predicted loss, beta = 1);
 - ``beta0``: the same querying module, pure k-center on z (beta = 0);
@@ -46,11 +47,13 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def run(out: Path, tasks: list[str], variants: list[str], seeds: list[int], device: torch.device) -> list[dict]:
+def run(
+    out: Path, tasks: list[str], variants: list[str], seeds: list[int], device: torch.device, scale: str = "demo"
+) -> list[dict]:
     log = out / "results.jsonl"
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     done = {(r["task"], r["variant"], r["seed"]) for r in rows}
-    scale = SCALES["demo"]
+    scale = SCALES[scale]
     pretrained = out / "pretrained"  # a folder: one pre-training per pool, seed and setting, shared by variants
     pretrained.mkdir(parents=True, exist_ok=True)
     for task in tasks:
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=comma_list(), default=list(TASKS))
     parser.add_argument("--variants", type=comma_list(), default=list(VARIANTS), help=", ".join(VARIANTS))
     parser.add_argument("--seeds", type=comma_list(int, "seeds"), default=[0, 1, 2])
+    parser.add_argument("--scale", choices=tuple(SCALES), default="demo", help="the repro's scale (demo)")
     parser.add_argument("--out", type=Path, default=Path("runs/tyger-variants"))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -112,7 +116,7 @@ def main() -> None:
         parser.error(f"unknown variants {', '.join(unknown)}: choose from {', '.join(VARIANTS)}")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = run(args.out, args.tasks, args.variants, args.seeds, torch.device("cpu"))
+    rows = run(args.out, args.tasks, args.variants, args.seeds, torch.device("cpu"), args.scale)
     print(summary(rows, "test"))
     print(summary(rows, "val"))
 
