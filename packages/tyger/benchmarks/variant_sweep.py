@@ -13,8 +13,8 @@ tasks, with the same initial set and round-0 learner per seed:
 - ``random`` and ``coreset``: the baselines.
 
 ``aulc_val`` is the area for each round's validation metric: choose a variant on it, read test afterwards.
-One JSON line per run goes to ``OUT/results.jsonl`` (rerunning skips finished runs); the summary prints each
-variant's mean and its paired difference to random (positive = better than random, for RMSE too).
+Each variant's runs go to ``OUT/<variant>/`` (rerunning reuses finished runs); one JSON line per run is
+printed, then each variant's mean and its paired difference to random (positive = better, for RMSE too).
 
     PYTHONPATH=shared/src:packages/tyger/src python packages/tyger/benchmarks/variant_sweep.py \\
         --variants tyger,beta0,random --seeds 0,1,2 --out runs/tyger-variants
@@ -32,8 +32,7 @@ import torch
 from shared.cli import comma_list
 from shared.report import mean_std
 from tyger.config import build_config
-from tyger.engine import fit, load_dataset, prepare_data
-from tyger.repro import SCALES, TASKS
+from tyger.repro import SCALES, TASKS, compare
 
 VARIANTS: dict[str, dict] = {
     "tyger": {"selector": "tyger"},
@@ -50,35 +49,24 @@ VARIANTS: dict[str, dict] = {
 def run(
     out: Path, tasks: list[str], variants: list[str], seeds: list[int], device: torch.device, scale: str = "demo"
 ) -> list[dict]:
-    log = out / "results.jsonl"
-    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    done = {(r["task"], r["variant"], r["seed"]) for r in rows}
-    scale = SCALES[scale]
-    pretrained = out / "pretrained"  # a folder: one pre-training per pool, seed and setting, shared by variants
-    pretrained.mkdir(parents=True, exist_ok=True)
+    """Every variant on every task and seed through :func:`tyger.repro.compare`, into ``out/<variant>/``
+    (finished runs are reused); one row per run."""
+    settings = SCALES[scale]
+    rows = []
     for task in tasks:
-        dataset = None
-        for seed in seeds:
-            data = None
-            for variant in variants:
-                if (task, variant, seed) in done:
-                    continue
-                config = build_config(
-                    scale["preset"], dataset=task, limit=scale["limits"].get(task), seed=seed, **scale["options"]
-                )
-                config = dataclasses.replace(config, **VARIANTS[variant])
-                dataset = load_dataset(config) if dataset is None else dataset
-                data = prepare_data(config, dataset) if data is None else data
-                result = fit(
-                    config, out / f"{task}-{variant}-seed{seed}", device, quiet=True, pretrained=pretrained,
-                    data=data,
-                )  # fmt: skip
+        config = build_config(
+            settings["preset"], dataset=task, limit=settings["limits"].get(task), **settings["options"]
+        )
+        for variant in variants:
+            options = dict(VARIANTS[variant])
+            selector = options.pop("selector")
+            runs = compare(
+                dataclasses.replace(config, **options), [selector], seeds, out / variant, device, resume=True
+            )[selector]
+            for seed, result in zip(seeds, runs, strict=True):
                 row = {"task": task, "variant": variant, "seed": seed, "test": result["aulc"]}
-                row |= {"val": result["aulc_val"], "higher_is_better": result["higher_is_better"]}
-                rows.append(row)
-                with log.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(row) + "\n")
-                print(json.dumps(row), flush=True)
+                rows.append(row | {"val": result["aulc_val"], "higher_is_better": result["higher_is_better"]})
+                print(json.dumps(rows[-1]), flush=True)
     return rows
 
 

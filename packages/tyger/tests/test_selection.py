@@ -84,8 +84,10 @@ def test_typicality_by_hand_and_the_weight_steers_away_from_outliers():
     points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [10.0, 0.0]])
     # k = 2 nearest other points: (1 + 2) / 2, (1 + sqrt 5) / 2, (2 + sqrt 5) / 2, (9 + 10) / 2
     expected = 1 / torch.tensor([1.5, (1 + 5**0.5) / 2, (2 + 5**0.5) / 2, 9.5])
-    assert torch.allclose(selection.typicality(points, points, k=2, chunk=3), expected)
-    assert torch.allclose(selection.typicality(points[:1], points[1:], k=1, exclude_self=False), torch.tensor([1.0]))
+    assert torch.allclose(selection.typicality(points, range(4), range(4), k=2, chunk=3), expected)
+    assert torch.allclose(selection.typicality(points, [0], [1, 2, 3], k=1), torch.tensor([1.0]))
+    # a sampled reference: a point outside it keeps its nearest reference row, one inside skips itself
+    assert torch.allclose(selection.typicality(points, [0, 1], [1, 3], k=1), 1 / torch.tensor([1.0, 9.0]))
     # a dense cluster and a few far outliers: plain k-center starts with an outlier, the typicality weight does not
     gen = torch.Generator().manual_seed(0)
     cluster, outliers = torch.randn(50, 2, generator=gen) * 0.1 + torch.tensor([1.0, 0.0]), torch.tensor([[0.0, 1.0]])

@@ -520,8 +520,8 @@ def selection_inputs(
         # u(z) is trained by the loss-rank feedback only; under relation or no feedback it is an untrained head,
         # so Tyger is plain k-center on z there
         predicted = predicted if config.fb == "loss-rank" else None
-        inputs |= {"embeddings": z, "predicted_loss": predicted, "beta": config.beta, "eps": config.eps}
-        inputs["gamma"] = config.gamma
+        inputs |= {"embeddings": z, "predicted_loss": predicted}
+        inputs |= {"beta": config.beta, "eps": config.eps, "gamma": config.gamma}
     elif name in ("coreset", "entropy", "margin", "badge", "learning-loss"):
         outputs, features, layers = predict(task.model, data.pool, device, task.mean, task.std, features=True)
         inputs |= {"features": features, "probs": _probabilities(outputs, task_type)}

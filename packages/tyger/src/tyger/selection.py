@@ -98,18 +98,20 @@ def kcenter_greedy(
 
 
 def typicality(
-    points: torch.Tensor, reference: torch.Tensor, k: int = 20, chunk: int = CHUNK, exclude_self: bool = True
+    embeddings: torch.Tensor, points: Sequence[int], reference: Sequence[int], k: int = 20, chunk: int = CHUNK
 ) -> torch.Tensor:
-    """TypiClust's typicality (Hacohen et al., ICML 2022): 1 / mean distance to the k nearest ``reference``
-    rows, per row of ``points``, in blocks of at most ``chunk`` rows against the reference. With
-    ``exclude_self`` the nearest reference row (the point itself, when ``points`` are among the reference) is
-    left out."""
-    skip = int(exclude_self)
-    k = max(1, min(k, reference.shape[0] - skip))
-    out = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
-    for i in range(0, points.shape[0], chunk):
-        d = torch.cdist(points[i : i + chunk], reference)
-        out[i : i + chunk] = 1.0 / d.topk(k + skip, dim=1, largest=False).values[:, skip:].mean(1).clamp_min(1e-12)
+    """TypiClust's typicality (Hacohen et al., ICML 2022) of ``embeddings[points]``: 1 / mean distance to the k
+    nearest rows of ``embeddings[reference]``, a point never counting as its own neighbour; in blocks of at most
+    ``chunk`` points against the reference."""
+    points_t, reference_t = torch.as_tensor(list(points)), torch.as_tensor(list(reference))
+    k = max(1, min(k, len(reference_t) - 1))
+    ref = embeddings[reference_t]
+    out = torch.empty(len(points_t), dtype=embeddings.dtype, device=embeddings.device)
+    for i in range(0, len(points_t), chunk):
+        block = points_t[i : i + chunk]
+        d = torch.cdist(embeddings[block], ref)
+        d = d.masked_fill(block[:, None].to(d.device) == reference_t[None].to(d.device), float("inf"))
+        out[i : i + chunk] = 1.0 / d.topk(k, dim=1, largest=False).values.mean(1).clamp_min(1e-12)
     return out
 
 
@@ -144,10 +146,8 @@ def select_tyger(
         a = (loss - loss.min()) / span if span > 0 else torch.ones_like(loss)
         weights = weights * a.clamp(eps, 1.0) ** beta
     if gamma != 0:
-        n = z.shape[0]
-        rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:typicality_reference]
-        reference = z[rows] if n > typicality_reference else z
-        t = typicality(z[cand], reference, typicality_k).cpu()
+        reference = torch.randperm(z.shape[0], generator=torch.Generator().manual_seed(seed))[:typicality_reference]
+        t = typicality(z, cand, reference.tolist(), typicality_k).cpu()
         weights = weights * (t / t.max()) ** gamma
     picks, scores = kcenter_greedy(z, labelled, candidates, budget, weights)
     return (picks, scores) if return_scores else picks
