@@ -1,6 +1,6 @@
 import importlib.util
+import json
 import sys
-import time
 from collections import Counter
 
 import numpy as np
@@ -14,6 +14,7 @@ from promptdfd.data import (
     chat_sentence,
     keyword_hits,
     load_bbc_news,
+    load_chitchat_messages,
     make_chat_corpus,
     make_generator_corpus,
     make_keyword_topic_task,
@@ -278,10 +279,7 @@ def test_make_keyword_topic_task(tmp_path):
 
 
 def test_generator_corpus_mixes_chat_and_topics_and_keeps_keywords_frequent():
-    start = time.perf_counter()
     corpus = make_generator_corpus(20000, seed=1)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0, elapsed
     assert corpus == make_generator_corpus(20000, seed=1) and corpus != make_generator_corpus(20000, seed=2)
     with_keyword = np.array([bool(KEYWORDS & set(normalize(s))) for s in corpus])
     assert with_keyword.sum() == 5000  # topic_fraction 0.25; chat sentences hold none
@@ -304,3 +302,23 @@ def test_keyword_hits():
     assert keyword_hits(texts, np.array([3, 3, 1, 2])).dtype == bool
     with pytest.raises(ValueError):
         keyword_hits(texts, [0])
+
+
+def test_load_chitchat_messages_reads_the_dataset_json(tmp_path):
+    chats = {
+        "a": {"prompt": "p", "messages": [[{"text": "hi there", "sender": "x"}, {"text": "", "sender": "x"}]]},
+        "b": {"messages": [[{"text": "how are you"}], [{"text": "fine thanks"}]]},
+    }
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(chats))
+    assert load_chitchat_messages(10, path) == ["hi there", "how are you", "fine thanks"]
+    assert load_chitchat_messages(2, path) == ["hi there", "how are you"]
+    path.write_text('{"a": {"no_messages": 1}}')
+    with pytest.raises(UserError, match="not a chitchat-dataset"):
+        load_chitchat_messages(10, path)
+
+
+def test_load_chitchat_messages_without_the_wheel(monkeypatch):
+    monkeypatch.setitem(sys.modules, "chitchat_dataset", None)
+    with pytest.raises(UserError, match="pip install chitchat-dataset"):
+        load_chitchat_messages(10)

@@ -84,6 +84,12 @@ def _method_args(parser: cli.ArgumentParser) -> None:
     kd.add_argument("--lr", type=float, default=None, help="student AdamW learning rate (1e-3)")
     kd.add_argument("--hard-label-weight", type=float, default=None, help="CE on the teacher's argmax (0)")
     kd.add_argument("--replay-size", type=int, default=None, help="alternating schedule: replay buffer (1024)")
+    kd.add_argument(
+        "--eval-students",
+        type=int,
+        default=None,
+        help="score the synthetic set by this many students, each from its own initialisation (1)",
+    )
 
 
 def _config(args: argparse.Namespace, **extra):
@@ -126,6 +132,7 @@ def _config(args: argparse.Namespace, **extra):
             "lr",
             "hard_label_weight",
             "replay_size",
+            "eval_students",
             "batch_size",
             "epochs",
             "seed",

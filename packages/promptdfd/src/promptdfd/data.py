@@ -371,6 +371,29 @@ def load_bbc_news(first_words: int = 60) -> TextDataset:
     return read_class_folders(root, first_words=first_words)
 
 
+def load_chitchat_messages(limit: int, path: str | os.PathLike | None = None) -> list[str]:
+    """The first ``limit`` messages of the chitchat-dataset (7,168 English chats; ``dataset.json``: uuid ->
+    {"messages": [[{"text": ...}, ...], ...]}) from its wheel, or from ``path``: real text unrelated to any
+    classification task, for the out-of-domain baseline."""
+    if path is None:
+        try:
+            package = importlib.import_module("chitchat_dataset")
+        except ImportError:
+            raise UserError(
+                "the out-of-domain corpus needs the chitchat-dataset wheel: pip install chitchat-dataset"
+            ) from None
+        path = Path(str(importlib.resources.files(package) / "dataset.json"))
+    path = Path(path)
+    try:
+        chats = json.loads(path.read_text(encoding="utf-8"))
+        texts = [m["text"] for chat in chats.values() for turn in chat["messages"] for m in turn if m.get("text")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{path} is not a chitchat-dataset dataset.json: reinstall chitchat-dataset") from None
+    if not texts:
+        raise UserError(f"{path} holds no messages")
+    return texts[:limit]
+
+
 # --- the keyword-topic toy task ---------------------------------------------------------------------------------
 
 #: Four topics, 20 keywords each (the class name first); sorted by name, so the class indices agree with the

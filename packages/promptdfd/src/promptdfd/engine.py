@@ -399,10 +399,7 @@ def ood_corpus(config: DistillConfig) -> list[str]:
     language's chat sentences (a fresh sample, not the generator's corpus)."""
     if config.data is None:
         return task_data.make_chat_corpus(max(4 * config.n_synth, 1000), seed=config.seed + _SEED_SYNTH)
-    try:
-        return task_data.load_chitchat_messages(max(4 * config.n_synth, 1000))
-    except AttributeError:
-        raise UserError("--method ood-corpus on a real task needs the chitchat-dataset wheel") from None
+    return task_data.load_chitchat_messages(max(4 * config.n_synth, 1000))
 
 
 def synthetic_set(
