@@ -63,8 +63,8 @@ def test_export_gives_the_bank_logits(banks, tmp_path, name, head):
     model = standalone.load(folder)
     assert not model.training
     x = torch.randn(3, 3, size, size)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), bank_logits(bank, arch, head, x), atol=1e-5, rtol=0)
+    with torch.no_grad():  # fp32 through up to 50 layers: a relative tolerance too, for logits far from 0
+        torch.testing.assert_close(model(x), bank_logits(bank, arch, head, x), atol=1e-5, rtol=1e-5)
 
     state = torch.load(folder / "weights.pt", weights_only=True)
     expected_keys = set(bank.backbone.state_dict()) | {"fc.weight", "fc.bias"}
@@ -111,8 +111,10 @@ def test_full_width_resnet50_loads_into_torchvision(banks, tmp_path):
     reference = torchvision.models.resnet50(num_classes=K)
     reference.load_state_dict(torch.load(folder / "weights.pt", weights_only=True), strict=True)
     x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(reference.eval()(x), bank_logits(bank, bank.full_arch(), "ct", x), atol=1e-5, rtol=0)
+    with torch.no_grad():  # logits of about 20 differ by a few float32 ulps between the two implementations
+        torch.testing.assert_close(
+            reference.eval()(x), bank_logits(bank, bank.full_arch(), "ct", x), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_export_into_an_empty_existing_folder(banks, tmp_path):
