@@ -285,15 +285,15 @@ def new_prompter(config: DistillConfig, generator: GeneratorBundle, n_classes: i
 
 def prompt_rewards(
     config: DistillConfig,
-    teacher: ClassifierBundle,
+    teacher_logits: torch.Tensor,
     student: ClassifierBundle | None,
     generator: GeneratorBundle,
     classes: torch.Tensor,
     continuation,
     device: torch.device,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The composite reward of each synthetic text (topic relevance, disagreement, fluency) and its parts."""
-    teacher_logits = predict_logits(teacher, continuation.texts, device)
+    """The composite reward of each synthetic text (topic relevance, disagreement, fluency) and its parts, from
+    the teacher's logits on the texts."""
     parts = {"topic": topic_reward(teacher_logits, classes.cpu(), config.topic_reward)}
     if config.lambda_adv:
         student_logits = predict_logits(student, continuation.texts, device)
@@ -347,7 +347,8 @@ def train_prompter(
     for iteration in range(1, config.rl_iterations + 1):
         classes = torch.from_numpy(balanced_classes(config.rl_batch_size, n_classes, class_rng)).to(device)
         batch, continuation = synth.sample(classes, rng)
-        reward, parts = prompt_rewards(config, teacher, student, generator, classes, continuation, device)
+        teacher_logits = predict_logits(teacher, continuation.texts, device)
+        reward, parts = prompt_rewards(config, teacher_logits, student, generator, classes, continuation, device)
         stats = rl.step(classes, batch.actions, reward) | parts
         record = _rl_record(iteration, stats, classes, continuation, config.data is None)
         writer.write(record)
@@ -660,7 +661,7 @@ def distill_alternating(
             losses.append(kd_step(config, student, optimizer, texts, logits, device))
         stream += fresh
         stream_logits = torch.cat([stream_logits, fresh_logits])
-        reward, parts = prompt_rewards(config, teacher, student, generator, classes, continuation, device)
+        reward, parts = prompt_rewards(config, fresh_logits, student, generator, classes, continuation, device)
         stats = rl.step(classes, batch.actions, reward) | parts | {"kd_loss": float(np.mean(losses))}
         record = _rl_record(iteration, stats, classes, continuation, config.data is None)
         writer.write(record)
