@@ -70,7 +70,8 @@ def test_synth_writes_jsonl(capsys, assets, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["distill", "--preset", "small"], "not load"),
+        (["distill", "--preset", "paper"], "not implemented"),
+        (["train-generator", "--preset", "small"], "nothing to train"),
         (["distill", "--data", "missing.csv"], "does not exist"),
         (["distill", "--top-p", "1.5"], "--top-p"),
         (["distill", "--prompt-len", "30"], "context"),

@@ -214,8 +214,12 @@ def test_load_bbc_news_needs_the_wheel(monkeypatch):
 )
 def test_load_bbc_news():
     ds = load_bbc_news(first_words=20)
-    assert ds.classes == ["business", "entertainment", "politics", "sport", "tech"]
+    assert ds.classes == ["business", "entertainment", "politics", "sports", "tech"]  # the wheel's folder names
     assert len(ds) == 2225 and all(len(t.split()) <= 20 for t in ds.texts)
+    assert np.bincount(ds.labels).tolist() == [510, 386, 417, 511, 401]
+    first, again = stratified_split(ds.labels, seed=13), stratified_split(ds.labels, seed=13)
+    assert {k: len(v) for k, v in first.items()} == {"train": 1558, "dev": 223, "test": 444}
+    assert all(np.array_equal(first[k], again[k]) for k in first)
 
 
 # --- the keyword-topic toy task ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from shared.errors import UserError
 @pytest.fixture
 def tiny_repro(monkeypatch):
     monkeypatch.setattr(repro, "build_config", lambda preset, **kw: build_config(preset, **(TINY | kw)))
-    monkeypatch.setattr(repro, "EVAL_STUDENTS", 2)
+    monkeypatch.setattr(repro, "EVAL_STUDENTS", {"demo": 2})
 
 
 def test_repro_writes_the_report_and_reuses_runs(tiny_repro, tmp_path):

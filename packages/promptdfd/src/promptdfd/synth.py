@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .models import CausalLM, GRUPrompter
-from .text import BOS, SPECIAL_TOKENS, WordTokenizer
+from .text import WordTokenizer
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def continue_prompts(
     and detokenise prompt and content into text (the text bridge to the teacher's tokenizer)."""
     full = generator.generate(prompts, max_new_tokens=content_len, top_p=top_p, temperature=temperature, generator=rng)
     content = full[:, prompts.shape[1] :]
-    mask = content >= len(SPECIAL_TOKENS)
+    mask = ~tokenizer.special_mask(content)
     # Everything up to the first special token (EOS, then padding) is content.
     mask = mask & (torch.cumsum(~mask, dim=1) == 0)
     full_rows, prompt_rows = full.tolist(), prompts.tolist()
@@ -78,7 +78,7 @@ class RandomTokenSynth:
     """Texts of ``length`` tokens drawn uniformly from the teacher's vocabulary (special tokens excluded)."""
 
     def __init__(self, tokenizer: WordTokenizer, length: int) -> None:
-        self.words = np.asarray(tokenizer.vocab[len(SPECIAL_TOKENS) :])
+        self.words = np.asarray(tokenizer.word_list())
         self.length = length
 
     def synthesize(self, n: int, rng: np.random.Generator) -> list[SynthText]:
@@ -122,11 +122,11 @@ class LMSynth:
     def synthesize(self, n: int, rng: np.random.Generator) -> list[SynthText]:
         torch_rng = torch.Generator(device=_device(self.generator)).manual_seed(int(rng.integers(2**62)))
         if self.class_prompts is None:
-            groups = [(-1, [BOS], n)]
+            groups = [(-1, [self.tokenizer.bos_id], n)]
         else:
             classes = balanced_classes(n, len(self.class_prompts), rng)
             groups = [
-                (c, [BOS, *self.tokenizer.encode(prompt)], int(np.sum(classes == c)))
+                (c, [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)], int(np.sum(classes == c)))
                 for c, prompt in enumerate(self.class_prompts)
             ]
         rows: list[SynthText] = []
@@ -163,7 +163,7 @@ class ReinforcedPromptSynth:
     def sample(self, classes: torch.Tensor, rng: torch.Generator):
         """Prompts for ``classes`` and their continuations: ``(PromptBatch, Continuation)``."""
         batch = self.prompter.sample(classes, generator=rng)
-        bos = torch.full((len(classes), 1), BOS, dtype=torch.long, device=batch.ids.device)
+        bos = torch.full((len(classes), 1), self.tokenizer.bos_id, dtype=torch.long, device=batch.ids.device)
         out = continue_prompts(
             self.generator, self.tokenizer, torch.cat([bos, batch.ids], dim=1), rng=rng, **self.options
         )

@@ -59,9 +59,20 @@ class WordTokenizer:
             words = words[: max_size - len(SPECIAL_TOKENS)]
         return cls([*SPECIAL_TOKENS, *words])
 
+    #: Generations start with ``<bos>``; unknown words read as ``<unk>``.
+    bos_id, unk_id = BOS, UNK
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab)
+
+    def special_mask(self, ids: Tensor) -> Tensor:
+        """True where ``ids`` are special tokens (padding, ``<unk>``, start/end markers, ``<cls>``)."""
+        return ids < len(SPECIAL_TOKENS)
+
+    def word_list(self) -> list[str]:
+        """The vocabulary's words, special tokens left out (what random-token synthesis draws from)."""
+        return self.vocab[len(SPECIAL_TOKENS) :]
 
     def id_of(self, word: str) -> int:
         return self._index.get(word, UNK)
