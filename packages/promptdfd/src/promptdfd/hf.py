@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from shared.errors import UserError
 
-from .models import _nucleus_sample
+from .models import sample_continuations
 
 __all__ = [
     "HF_CLASSIFIER_LAYERS",
@@ -257,23 +257,25 @@ class HFCausalLM(nn.Module):
     ) -> Tensor:
         """Continue ``prompts`` [B, P] (one length per batch) into [B, P + max_new_tokens] by nucleus sampling
         with a KV cache; after a row's end-of-text token its positions are padding."""
-        eos_id = self.eos_id if eos_id is None else eos_id
-        pad_id = self.pad_id if pad_id is None else pad_id
-        batch, plen = prompts.shape
-        out = torch.full((batch, plen + max_new_tokens), pad_id, dtype=torch.long, device=prompts.device)
-        out[:, :plen] = prompts
-        done = torch.zeros(batch, dtype=torch.bool, device=prompts.device)
-        step = self.model(input_ids=prompts, use_cache=True)
-        greedy = top_p == 0.0 or temperature == 0.0
-        for t in range(plen, plen + max_new_tokens):
-            logits = step.logits[:, -1].float()
-            nxt = logits.argmax(-1) if greedy else _nucleus_sample(logits / temperature, top_p, generator)
-            out[:, t] = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-            done |= nxt == eos_id
-            if bool(done.all()) or t == plen + max_new_tokens - 1:
-                break
-            step = self.model(input_ids=nxt[:, None], use_cache=True, **self._cache_argument(step))
-        return out
+        steps: list = []  # the model's last output, whose cache the next step extends
+
+        def next_logits(out: Tensor, t: int) -> Tensor:
+            if steps:
+                steps[0] = self.model(input_ids=out[:, t - 1 : t], use_cache=True, **self._cache_argument(steps[0]))
+            else:
+                steps.append(self.model(input_ids=out[:, :t], use_cache=True))
+            return steps[0].logits[:, -1]
+
+        return sample_continuations(
+            prompts,
+            next_logits,
+            max_new_tokens=max_new_tokens,
+            top_p=top_p,
+            temperature=temperature,
+            eos_id=self.eos_id if eos_id is None else eos_id,
+            pad_id=self.pad_id if pad_id is None else pad_id,
+            generator=generator,
+        )
 
 
 def smollm2_gguf() -> Path:

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ __all__ = [
     "TextClassifier",
     "build_classifier",
     "build_generator",
+    "sample_continuations",
 ]
 
 #: Classifier sizes: the demo teacher and the (smaller) demo student.
@@ -88,6 +89,43 @@ def _nucleus_sample(logits: Tensor, top_p: float, generator: torch.Generator | N
     u = torch.rand(cum.shape[0], 1, generator=generator, device=cum.device) * cum[:, -1:]
     choice = torch.searchsorted(cum, u, right=True).clamp_max(k - 1)
     return order.gather(-1, choice).squeeze(-1)
+
+
+def sample_continuations(
+    prompts: Tensor,
+    next_logits: Callable[[Tensor, int], Tensor],
+    *,
+    max_new_tokens: int,
+    top_p: float,
+    temperature: float,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Continue ``prompts`` [B, P] into [B, P + max_new_tokens] by batched nucleus sampling, where
+    ``next_logits(out, t)`` gives the logits [B, V] of position ``t`` from ``out[:, :t]`` (called for t = P, P+1, ...
+    in order, so a language model may keep a KV cache). After a row emits ``eos_id`` its later positions are
+    ``pad_id``; ``top_p == 0`` or ``temperature == 0`` decodes greedily."""
+    if prompts.ndim != 2 or prompts.shape[1] < 1:
+        raise UserError(f"prompts must be [B, P] with P >= 1 (BOS first), got shape {tuple(prompts.shape)}")
+    if max_new_tokens < 0 or not 0.0 <= top_p <= 1.0 or temperature < 0.0:
+        raise UserError(
+            f"bad sampling settings max_new_tokens={max_new_tokens}, top_p={top_p}, temperature={temperature}:"
+            " need max_new_tokens >= 0, 0 <= top_p <= 1, temperature >= 0"
+        )
+    batch, plen = prompts.shape
+    greedy = top_p == 0.0 or temperature == 0.0
+    out = torch.full((batch, plen + max_new_tokens), pad_id, dtype=torch.long, device=prompts.device)
+    out[:, :plen] = prompts
+    done = torch.zeros(batch, dtype=torch.bool, device=prompts.device)
+    for t in range(plen, plen + max_new_tokens):
+        logits = next_logits(out, t).float()
+        nxt = logits.argmax(-1) if greedy else _nucleus_sample(logits / temperature, top_p, generator)
+        out[:, t] = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        done |= nxt == eos_id
+        if bool(done.all()):
+            break
+    return out
 
 
 class TextClassifier(nn.Module):
@@ -197,36 +235,26 @@ class CausalLM(nn.Module):
         After a row emits ``eos_id`` its later positions are ``pad_id``. ``top_p == 0`` or ``temperature == 0``
         decodes greedily. Runs in eval mode (the module's mode is restored afterwards).
         """
-        if prompts.ndim != 2 or prompts.shape[1] < 1:
-            raise UserError(f"prompts must be [B, P] with P >= 1 (BOS first), got shape {tuple(prompts.shape)}")
-        if max_new_tokens < 0 or not 0.0 <= top_p <= 1.0 or temperature < 0.0:
+        if prompts.shape[-1] + max_new_tokens > self.max_len:
             raise UserError(
-                f"bad sampling settings max_new_tokens={max_new_tokens}, top_p={top_p}, temperature={temperature}:"
-                " need max_new_tokens >= 0, 0 <= top_p <= 1, temperature >= 0"
-            )
-        batch, plen = prompts.shape
-        if plen + max_new_tokens > self.max_len:
-            raise UserError(
-                f"prompt length {plen} + max_new_tokens {max_new_tokens} exceeds max_len {self.max_len}:"
+                f"prompt length {prompts.shape[-1]} + max_new_tokens {max_new_tokens} exceeds max_len {self.max_len}:"
                 " shorten the prompt or generate fewer tokens"
             )
-        greedy = top_p == 0.0 or temperature == 0.0
-        out = torch.full((batch, plen + max_new_tokens), pad_id, dtype=torch.long, device=prompts.device)
-        out[:, :plen] = prompts
-        done = torch.zeros(batch, dtype=torch.bool, device=prompts.device)
         was_training = self.training
         self.eval()
         try:
-            for t in range(plen, plen + max_new_tokens):
-                logits = F.linear(self._hidden(out[:, :t])[:, -1], self.tok_emb.weight)
-                nxt = logits.argmax(-1) if greedy else _nucleus_sample(logits / temperature, top_p, generator)
-                out[:, t] = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-                done |= nxt == eos_id
-                if bool(done.all()):
-                    break
+            return sample_continuations(
+                prompts,
+                lambda out, t: F.linear(self._hidden(out[:, :t])[:, -1], self.tok_emb.weight),
+                max_new_tokens=max_new_tokens,
+                top_p=top_p,
+                temperature=temperature,
+                eos_id=eos_id,
+                pad_id=pad_id,
+                generator=generator,
+            )
         finally:
             self.train(was_training)
-        return out
 
 
 @dataclass
