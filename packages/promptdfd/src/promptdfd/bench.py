@@ -33,7 +33,7 @@ def run(
         model, tokenizer = load_causal_lm(str(smollm2_gguf()))
         generator, new_tokens, length = model.to(device), 32, 64
         student, _ = minilm_classifier("minilm-l2", 4)
-        student, vocab = student.to(device).train(), tokenizer.vocab_size
+        student, vocab = student.to(device).train(), student.encoder.config.vocab_size
         prompts = torch.full((batch_size, 4), tokenizer.bos_id, dtype=torch.long, device=device)
     else:
         generator, new_tokens, length = build_generator("demo", vocab, 32).to(device).eval(), 12, 16
@@ -41,7 +41,7 @@ def run(
         prompts = torch.full((batch_size, 4), BOS, dtype=torch.long, device=device)
     gen_s = _timed(lambda: generator.generate(prompts, max_new_tokens=new_tokens, generator=rng), repeats)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3)
-    ids = torch.randint(5, min(vocab, 30000), (batch_size, length), device=device)
+    ids = torch.randint(5, vocab, (batch_size, length), device=device)
     mask = torch.ones_like(ids, dtype=torch.bool)
     target = torch.randn(batch_size, 4, device=device)
 

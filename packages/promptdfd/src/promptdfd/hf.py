@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from shared.errors import UserError
 
 from .models import sample_continuations
+from .text import pad_rows
 
 __all__ = [
     "HF_CLASSIFIER_LAYERS",
@@ -108,7 +109,6 @@ class HFTokenizer:
         self.eos_id = vocab[eos] if eos else self.pad_id
         self._special = torch.zeros(len(self.vocab), dtype=torch.bool)
         self._special[self.special_ids] = True
-        self._frequent: list[int] | None = None
 
     def _first(self, names: Sequence[str], default: int) -> int:
         return next((self._tok.token_to_id(n) for n in names if self._tok.token_to_id(n) is not None), default)
@@ -139,14 +139,7 @@ class HFTokenizer:
             raise ValueError("batch_encode needs at least one text")
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=add_cls)
         rows = [e.ids[: max_len - 1] + e.ids[-1:] if len(e.ids) > max_len else e.ids for e in encodings]
-        rows = [r or [self.unk_id] for r in rows]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.bool)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = True
-        return ids, mask
+        return pad_rows([r or [self.unk_id] for r in rows], self.pad_id)
 
     def frequent_ids(self, count: int, corpus: Iterable[str]) -> list[int]:
         """The ``count`` ids most frequent in ``corpus`` among whole alphabetic words of 3+ letters that are one
@@ -226,16 +219,11 @@ class HFCausalLM(nn.Module):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.eos_id, self.pad_id = eos_id, pad_id
+        # The KV cache's keyword: ``cache`` from transformers 5.2x, ``past_key_values`` before.
+        self._cache_keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def forward(self, ids: Tensor) -> Tensor:
         return self.model(input_ids=ids).logits
-
-    def _cache_argument(self, step) -> dict:
-        """The KV cache of ``step`` as the model's keyword: ``cache`` (transformers >= 5.2x) or
-        ``past_key_values`` (earlier releases)."""
-        if "cache" in inspect.signature(self.model.forward).parameters:
-            return {"cache": step.cache}
-        return {"past_key_values": step.past_key_values}
 
     def token_logprobs(self, ids: Tensor, mask: Tensor) -> Tensor:
         """log p(ids[:, t+1] | ids[:, :t+1]) as [B, L-1], 0 where ``mask[:, t+1]`` is False."""
@@ -261,7 +249,8 @@ class HFCausalLM(nn.Module):
 
         def next_logits(out: Tensor, t: int) -> Tensor:
             if steps:
-                steps[0] = self.model(input_ids=out[:, t - 1 : t], use_cache=True, **self._cache_argument(steps[0]))
+                cache = {self._cache_keyword: getattr(steps[0], self._cache_keyword)}
+                steps[0] = self.model(input_ids=out[:, t - 1 : t], use_cache=True, **cache)
             else:
                 steps.append(self.model(input_ids=out[:, :t], use_cache=True))
             return steps[0].logits[:, -1]

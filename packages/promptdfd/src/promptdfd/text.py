@@ -19,7 +19,7 @@ from torch import Tensor
 from shared.checkpoint import save_json
 from shared.errors import UserError, require_path
 
-__all__ = ["BOS", "CLS", "EOS", "PAD", "SPECIAL_TOKENS", "UNK", "WordTokenizer", "normalize"]
+__all__ = ["BOS", "CLS", "EOS", "PAD", "SPECIAL_TOKENS", "UNK", "WordTokenizer", "normalize", "pad_rows"]
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<bos>", "<eos>", "<cls>")
 PAD, UNK, BOS, EOS, CLS = 0, 1, 2, 3, 4
@@ -30,6 +30,18 @@ _PUNCT = re.compile(r"""([.,!?:;'"()])""")
 def normalize(text: str) -> list[str]:
     """Lower-cased words; each of ``. , ! ? : ; ' " ( )`` is a token of its own."""
     return _PUNCT.sub(r" \1 ", text.lower()).split()
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token-id rows as ``[B, L]`` right-padded with ``pad_id`` to the longest row, and the mask (True on real
+    tokens)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = True
+    return ids, mask
 
 
 class WordTokenizer:
@@ -110,14 +122,7 @@ class WordTokenizer:
         (True on real tokens). An empty text becomes ``[<cls>]`` (``[<unk>]`` without ``add_cls``)."""
         if not texts:
             raise ValueError("batch_encode needs at least one text")
-        rows = [self.encode(t, max_len=max_len, add_cls=add_cls) or [UNK] for t in texts]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), PAD, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.bool)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = True
-        return ids, mask
+        return pad_rows([self.encode(t, max_len=max_len, add_cls=add_cls) or [UNK] for t in texts], PAD)
 
     def to_dict(self) -> dict:
         return {"kind": "word", "vocab": list(self.vocab)}
